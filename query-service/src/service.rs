@@ -1,0 +1,184 @@
+//! Cursors over the records of an entry. A cursor holds one page of record metadata at a time and
+//! asks the storage for the next page (timestamps after the last one seen) when it runs out, so a
+//! query over millions of records costs the same memory as one over ten.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use proto::api::{QueryApi, StorageApi};
+use proto::types::{NextRecord, QueryRequest, RecordInfo};
+use proto::{Error, ErrorKind, Result};
+
+use crate::config::QueryConfig;
+use crate::ids::IdAllocator;
+
+pub struct QueryService {
+    storage: Arc<dyn StorageApi>,
+    config: QueryConfig,
+    ids: Mutex<IdAllocator>,
+    queries: Mutex<HashMap<u64, Arc<Query>>>,
+}
+
+struct Query {
+    bucket: String,
+    entry: String,
+    ttl: Duration,
+    last_access: Mutex<Instant>,
+    cursor: tokio::sync::Mutex<Cursor>,
+}
+
+struct Cursor {
+    /// Records fetched from the storage and not yet handed out.
+    page: VecDeque<RecordInfo>,
+    /// Where the next page starts.
+    next_start: u64,
+    stop: u64,
+    /// The storage has no records left in the interval beyond `page`.
+    drained: bool,
+}
+
+impl Query {
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(*self.last_access.lock().unwrap_or_else(|p| p.into_inner())) > self.ttl
+    }
+
+    fn touch(&self) {
+        *self.last_access.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+}
+
+impl QueryService {
+    /// Starts the service and its background task that frees expired queries; the task ends
+    /// when the service is dropped.
+    pub fn start(storage: Arc<dyn StorageApi>, config: QueryConfig) -> Result<Arc<Self>> {
+        let ids = IdAllocator::open(&config.data_path)?;
+        let service = Arc::new(Self {
+            storage,
+            config,
+            ids: Mutex::new(ids),
+            queries: Mutex::new(HashMap::new()),
+        });
+        let weak: Weak<Self> = Arc::downgrade(&service);
+        let period = service.config.expiry_interval;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            loop {
+                ticker.tick().await;
+                let Some(service) = weak.upgrade() else { break };
+                service.remove_expired();
+            }
+        });
+        Ok(service)
+    }
+
+    /// The number of live queries.
+    pub fn live_queries(&self) -> usize {
+        self.queries().len()
+    }
+
+    fn queries(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Query>>> {
+        self.queries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Frees the queries whose TTL has passed; returns how many.
+    pub fn remove_expired(&self) -> usize {
+        let now = Instant::now();
+        let mut queries = self.queries();
+        let before = queries.len();
+        queries.retain(|_, query| !query.expired(now));
+        before - queries.len()
+    }
+
+    async fn fill(&self, query: &Query, cursor: &mut Cursor) -> Result<()> {
+        if !cursor.page.is_empty() || cursor.drained {
+            return Ok(());
+        }
+        let limit = self.config.page_size;
+        let page = self
+            .storage
+            .list_records(&query.bucket, &query.entry, cursor.next_start, cursor.stop, limit)
+            .await?;
+        cursor.drained = page.len() < limit as usize;
+        if let Some(last) = page.last() {
+            cursor.next_start = last.timestamp.saturating_add(1);
+            if last.timestamp == u64::MAX {
+                cursor.drained = true;
+            }
+        }
+        cursor.page.extend(page);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl QueryApi for QueryService {
+    async fn create(&self, request: QueryRequest) -> Result<u64> {
+        let entry = self.storage.get_entry(&request.bucket, &request.entry).await?;
+        let start = request.start.unwrap_or(0);
+        let stop = request.stop.unwrap_or(entry.latest_record.saturating_add(1));
+        if start > stop {
+            return Err(Error::unprocessable(format!(
+                "Start {start} is after stop {stop}"
+            )));
+        }
+        if self.live_queries() >= self.config.max_queries {
+            self.remove_expired();
+        }
+        let mut queries = self.queries();
+        if queries.len() >= self.config.max_queries {
+            return Err(Error::new(
+                ErrorKind::TooManyRequests,
+                format!("Too many open queries: the limit is {}", self.config.max_queries),
+            ));
+        }
+        let id = self.ids.lock().unwrap_or_else(|p| p.into_inner()).next_id()?;
+        let query = Query {
+            bucket: request.bucket,
+            entry: request.entry,
+            ttl: request.ttl,
+            last_access: Mutex::new(Instant::now()),
+            cursor: tokio::sync::Mutex::new(Cursor {
+                page: VecDeque::new(),
+                next_start: start,
+                stop,
+                drained: start == stop,
+            }),
+        };
+        queries.insert(id, Arc::new(query));
+        Ok(id)
+    }
+
+    async fn next(&self, id: u64, bucket: &str, entry: &str) -> Result<Option<NextRecord>> {
+        let query = self.queries().get(&id).cloned();
+        let query = match query {
+            Some(query)
+                if !query.expired(Instant::now()) && query.bucket == bucket && query.entry == entry =>
+            {
+                query
+            }
+            Some(query) if query.expired(Instant::now()) => {
+                self.queries().remove(&id);
+                return Err(Error::query_not_found(id));
+            }
+            _ => return Err(Error::query_not_found(id)),
+        };
+        query.touch();
+        let mut cursor = query.cursor.lock().await;
+        self.fill(&query, &mut cursor).await?;
+        let Some(record) = cursor.page.pop_front() else {
+            return Ok(None);
+        };
+        self.fill(&query, &mut cursor).await?;
+        let last = cursor.page.is_empty() && cursor.drained;
+        if last {
+            self.queries().remove(&id);
+        }
+        query.touch();
+        Ok(Some(NextRecord {
+            timestamp: record.timestamp,
+            last,
+        }))
+    }
+}

@@ -1,0 +1,199 @@
+//! The storage API served over gRPC: a thin adapter from the generated service to any
+//! [`StorageApi`], and [`serve`], which runs it on a bound listener.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use proto::api::{ByteStream, StorageApi};
+use proto::convert::{self, settings_patch, split_chunks};
+use proto::pb::storage as pb;
+use proto::pb::storage::storage_server::{Storage as StorageService, StorageServer};
+use proto::types::WriteRecord;
+use proto::{Error, Result};
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Pings on an idle-looking connection find a client that vanished mid-upload, whose stream would
+/// otherwise hold its reservation open forever.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The generated gRPC service over a [`StorageApi`].
+pub struct GrpcStorage {
+    storage: Arc<dyn StorageApi>,
+}
+
+impl GrpcStorage {
+    pub fn new(storage: Arc<dyn StorageApi>) -> Self {
+        Self { storage }
+    }
+}
+
+/// Serves `storage` over gRPC on `listener` until `shutdown` completes, then lets running calls
+/// finish and returns.
+pub async fn serve(
+    storage: Arc<dyn StorageApi>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
+        .add_service(StorageServer::new(GrpcStorage::new(storage)))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| Error::internal(format!("The storage gRPC server failed: {e}")))
+}
+
+/// The payload of a write, from the messages after its header.
+fn write_body(messages: Streaming<pb::WriteRecordMessage>) -> ByteStream {
+    messages
+        .map(|message| match message {
+            Ok(pb::WriteRecordMessage {
+                kind: Some(pb::write_record_message::Kind::Chunk(chunk)),
+            }) => Ok(chunk),
+            Ok(_) => Err(Error::bad_request(
+                "A write carries its header in its first message only",
+            )),
+            // The storage fails the write on this error, so a broken upload never becomes a
+            // record, however many bytes arrived.
+            Err(status) => Err(Error::bad_request(format!(
+                "The upload was interrupted: {}",
+                status.message()
+            ))),
+        })
+        .boxed()
+}
+
+#[tonic::async_trait]
+impl StorageService for GrpcStorage {
+    async fn server_info(&self, _: Request<pb::Empty>) -> Result<Response<pb::ServerInfoReply>, Status> {
+        Ok(Response::new(self.storage.info().await?.into()))
+    }
+
+    async fn list_buckets(&self, _: Request<pb::Empty>) -> Result<Response<pb::ListBucketsReply>, Status> {
+        let buckets = self.storage.list_buckets().await?;
+        Ok(Response::new(pb::ListBucketsReply {
+            buckets: buckets.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn create_bucket(
+        &self,
+        request: Request<pb::CreateBucketRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let request = request.into_inner();
+        self.storage
+            .create_bucket(&request.name, settings_patch(request.settings)?)
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_bucket(
+        &self,
+        request: Request<pb::BucketRequest>,
+    ) -> Result<Response<pb::BucketDetails>, Status> {
+        Ok(Response::new(
+            self.storage.get_bucket(&request.into_inner().name).await?.into(),
+        ))
+    }
+
+    async fn update_bucket(
+        &self,
+        request: Request<pb::UpdateBucketRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let request = request.into_inner();
+        self.storage
+            .update_bucket(&request.name, settings_patch(request.settings)?)
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn remove_bucket(
+        &self,
+        request: Request<pb::BucketRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.storage.remove_bucket(&request.into_inner().name).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_entry(&self, request: Request<pb::EntryRequest>) -> Result<Response<pb::EntryInfo>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.storage
+                .get_entry(&request.bucket, &request.entry)
+                .await?
+                .into(),
+        ))
+    }
+
+    async fn write_record(
+        &self,
+        request: Request<Streaming<pb::WriteRecordMessage>>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let mut messages = request.into_inner();
+        let header = match messages.message().await? {
+            Some(pb::WriteRecordMessage {
+                kind: Some(pb::write_record_message::Kind::Header(header)),
+            }) => header,
+            _ => return Err(Error::bad_request("The first message of a write must be its header").into()),
+        };
+        self.storage
+            .write_record(WriteRecord::from(header), write_body(messages))
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    type ReadRecordStream = BoxStream<'static, Result<pb::ReadRecordMessage, Status>>;
+
+    async fn read_record(
+        &self,
+        request: Request<pb::RecordRequest>,
+    ) -> Result<Response<Self::ReadRecordStream>, Status> {
+        let request = request.into_inner();
+        let (info, body) = self
+            .storage
+            .read_record(&request.bucket, &request.entry, request.timestamp)
+            .await?;
+        let meta = futures::stream::once(async move { Ok(pb::ReadRecordMessage::from(info)) });
+        let chunks = split_chunks(body).map(|chunk| chunk.map(convert::read_chunk).map_err(Status::from));
+        Ok(Response::new(meta.chain(chunks).boxed()))
+    }
+
+    async fn record_info(
+        &self,
+        request: Request<pb::RecordRequest>,
+    ) -> Result<Response<pb::RecordMeta>, Status> {
+        let request = request.into_inner();
+        let info = self
+            .storage
+            .record_info(&request.bucket, &request.entry, request.timestamp)
+            .await?;
+        Ok(Response::new(info.into()))
+    }
+
+    async fn list_records(
+        &self,
+        request: Request<pb::ListRecordsRequest>,
+    ) -> Result<Response<pb::ListRecordsReply>, Status> {
+        let request = request.into_inner();
+        let records = self
+            .storage
+            .list_records(
+                &request.bucket,
+                &request.entry,
+                request.start,
+                request.stop,
+                request.limit,
+            )
+            .await?;
+        Ok(Response::new(pb::ListRecordsReply {
+            records: records.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
