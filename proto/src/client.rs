@@ -16,7 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::api::{ByteStream, QueryApi, StorageApi};
 use crate::convert::{self, split_chunks};
-use crate::error::{Error, KIND_METADATA, Result};
+use crate::error::{Error, ErrorKind, KIND_METADATA, Result};
 use crate::pb::query as qpb;
 use crate::pb::query::query_client::QueryClient;
 use crate::pb::storage as pb;
@@ -70,15 +70,16 @@ impl Target {
     }
 
     /// The error for a failed call. A status the service produced carries its error kind and is
-    /// passed on as it is; any other status means the service could not be reached or the
-    /// connection broke.
+    /// passed on as it is. Any other status came from the transport: tonic reports a refused or
+    /// broken connection as Unavailable, Unknown or Internal (the latter two map to Internal),
+    /// and none of those is the service's own answer.
     fn error(&self, status: tonic::Status) -> Error {
         if status.metadata().contains_key(KIND_METADATA) {
             return Error::from(status);
         }
         let error = Error::from(status);
         match error.kind {
-            crate::ErrorKind::Unavailable | crate::ErrorKind::Internal => self.unavailable(&error.message),
+            ErrorKind::Unavailable | ErrorKind::Internal => self.unavailable(&error.message),
             _ => Error::new(
                 error.kind,
                 format!("{} at {}: {}", self.service, self.url, error.message),
