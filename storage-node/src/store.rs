@@ -337,21 +337,13 @@ impl Bucket {
 
     fn info(&self, name: &str) -> BucketInfo {
         let entries = self.entry_infos();
-        let mut info = BucketInfo {
+        BucketInfo {
             name: name.to_string(),
             entry_count: entries.len() as u64,
-            ..Default::default()
-        };
-        for entry in &entries {
-            info.size += entry.size;
-            info.oldest_record = if info.oldest_record == 0 {
-                entry.oldest_record
-            } else {
-                info.oldest_record.min(entry.oldest_record)
-            };
-            info.latest_record = info.latest_record.max(entry.latest_record);
+            size: entries.iter().map(|e| e.size).sum(),
+            oldest_record: entries.iter().map(|e| e.oldest_record).min().unwrap_or(0),
+            latest_record: entries.iter().map(|e| e.latest_record).max().unwrap_or(0),
         }
-        info
     }
 
     /// Removes a block: its index entries, its statistics and its file.
@@ -396,22 +388,15 @@ struct Reservation {
 impl Entry {
     fn info(&self) -> EntryInfo {
         let state = lock(&self.state);
-        let mut info = EntryInfo {
+        let blocks = || state.blocks.values();
+        EntryInfo {
             name: self.name.clone(),
+            size: blocks().map(|b| b.size).sum(),
+            record_count: blocks().map(|b| b.record_count).sum(),
             block_count: state.blocks.len() as u64,
-            ..Default::default()
-        };
-        for (i, stats) in state.blocks.values().enumerate() {
-            info.size += stats.size;
-            info.record_count += stats.record_count;
-            info.oldest_record = if i == 0 {
-                stats.min_ts
-            } else {
-                info.oldest_record.min(stats.min_ts)
-            };
-            info.latest_record = info.latest_record.max(stats.max_ts);
+            oldest_record: blocks().map(|b| b.min_ts).min().unwrap_or(0),
+            latest_record: blocks().map(|b| b.max_ts).max().unwrap_or(0),
         }
-        info
     }
 
     fn reserve(
@@ -667,21 +652,19 @@ async fn payload_stream(path: PathBuf, value: RecordValue, timestamp: u64) -> Re
 #[async_trait]
 impl StorageApi for Storage {
     async fn info(&self) -> Result<StorageInfo> {
-        let mut info = StorageInfo::default();
-        for (name, bucket) in self.all_buckets() {
-            let bucket_info = bucket.info(&name);
-            info.bucket_count += 1;
-            info.usage += bucket_info.size;
-            if bucket_info.entry_count > 0 {
-                info.oldest_record = if info.oldest_record == 0 {
-                    bucket_info.oldest_record
-                } else {
-                    info.oldest_record.min(bucket_info.oldest_record)
-                };
-                info.latest_record = info.latest_record.max(bucket_info.latest_record);
-            }
-        }
-        Ok(info)
+        let buckets: Vec<BucketInfo> = self
+            .all_buckets()
+            .iter()
+            .map(|(name, bucket)| bucket.info(name))
+            .collect();
+        let with_records = || buckets.iter().filter(|b| b.entry_count > 0);
+        Ok(StorageInfo {
+            bucket_count: buckets.len() as u64,
+            usage: buckets.iter().map(|b| b.size).sum(),
+            oldest_record: with_records().map(|b| b.oldest_record).min().unwrap_or(0),
+            latest_record: with_records().map(|b| b.latest_record).max().unwrap_or(0),
+            default_settings: BucketSettings::default(),
+        })
     }
 
     async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
@@ -852,5 +835,239 @@ impl std::fmt::Debug for Storage {
         f.debug_struct("Storage")
             .field("blocks_dir", &self.blocks_dir)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[&'static [u8]]) -> ByteStream {
+        futures::stream::iter(
+            parts
+                .iter()
+                .map(|part| Ok(Bytes::from_static(part)))
+                .collect::<Vec<_>>(),
+        )
+        .boxed()
+    }
+
+    fn record(entry: &str, timestamp: u64, content_length: u64) -> WriteRecord {
+        WriteRecord {
+            bucket: "b".into(),
+            entry: entry.into(),
+            timestamp,
+            content_length,
+            content_type: "application/octet-stream".into(),
+        }
+    }
+
+    async fn read_all(storage: &Storage, entry: &str, timestamp: u64) -> Result<Vec<u8>> {
+        let (_, mut stream) = storage.read_record("b", entry, Some(timestamp)).await?;
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            data.extend_from_slice(&chunk?);
+        }
+        Ok(data)
+    }
+
+    fn open(dir: &std::path::Path) -> Storage {
+        Storage::open(&StorageConfig::new(dir)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_or_shorter_than_announced_is_never_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path());
+        storage
+            .create_bucket("b", BucketSettingsPatch::default())
+            .await
+            .unwrap();
+
+        let error = storage
+            .write_record(record("e", 1, 3), body(&[b"ab", b"cd"]))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::BadRequest);
+        assert!(error.message.contains("longer"), "{error}");
+        let error = storage
+            .write_record(record("e", 1, 5), body(&[b"ab"]))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::BadRequest);
+        assert!(error.message.contains("shorter"), "{error}");
+        let broken = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"ab")),
+            Err(Error::bad_request("cut")),
+        ])
+        .boxed();
+        assert!(storage.write_record(record("e", 1, 4), broken).await.is_err());
+
+        assert_eq!(
+            storage.get_entry("b", "e").await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(storage.info().await.unwrap().usage, 0);
+        // The timestamp is still free.
+        storage
+            .write_record(record("e", 1, 4), body(&[b"good"]))
+            .await
+            .unwrap();
+        assert_eq!(read_all(&storage, "e", 1).await.unwrap(), b"good");
+    }
+
+    #[tokio::test]
+    async fn abandoned_frames_are_marked_discarded_in_the_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path());
+        storage
+            .create_bucket("b", BucketSettingsPatch::default())
+            .await
+            .unwrap();
+        assert!(
+            storage
+                .write_record(record("e", 1, 5), body(&[b"ab"]))
+                .await
+                .is_err()
+        );
+        storage
+            .write_record(record("e", 2, 2), body(&[b"ok"]))
+            .await
+            .unwrap();
+        let block = std::fs::read(block::block_path(&dir.path().join("blocks/b/e"), 0)).unwrap();
+        let first = FrameHeader::decode(&block).unwrap();
+        assert_eq!(first.state, FrameState::Discarded);
+        let second = FrameHeader::decode(&block[(HEADER_LEN + 5) as usize..]).unwrap();
+        assert_eq!(
+            (second.state, second.timestamp, second.length),
+            (FrameState::Committed, 2, 2)
+        );
+        assert_eq!(second.checksum, crc32fast::hash(b"ok"));
+    }
+
+    #[tokio::test]
+    async fn list_records_pages_through_a_half_open_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path());
+        storage
+            .create_bucket("b", BucketSettingsPatch::default())
+            .await
+            .unwrap();
+        for ts in [5u64, 1, 9, 3, 7] {
+            storage
+                .write_record(record("e", ts, 1), body(&[b"x"]))
+                .await
+                .unwrap();
+        }
+        let stamps = |records: Vec<RecordInfo>| records.into_iter().map(|r| r.timestamp).collect::<Vec<_>>();
+        assert_eq!(
+            stamps(storage.list_records("b", "e", 0, 100, 100).await.unwrap()),
+            [1, 3, 5, 7, 9]
+        );
+        assert_eq!(
+            stamps(storage.list_records("b", "e", 3, 9, 100).await.unwrap()),
+            [3, 5, 7]
+        );
+        assert_eq!(
+            stamps(storage.list_records("b", "e", 3, 9, 2).await.unwrap()),
+            [3, 5]
+        );
+        assert!(storage.list_records("b", "e", 9, 9, 10).await.unwrap().is_empty());
+        assert_eq!(
+            storage.list_records("b", "x", 0, 9, 10).await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn statistics_are_the_same_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let patch = BucketSettingsPatch {
+            max_block_records: Some(2),
+            ..Default::default()
+        };
+        let before = {
+            let storage = open(dir.path());
+            storage.create_bucket("b", patch).await.unwrap();
+            for ts in 0..5u64 {
+                storage
+                    .write_record(record("e", ts, 3), body(&[b"abc"]))
+                    .await
+                    .unwrap();
+            }
+            let details = storage.get_bucket("b").await.unwrap();
+            storage.flush().unwrap();
+            details
+        };
+        let storage = open(dir.path());
+        assert_eq!(storage.get_bucket("b").await.unwrap(), before);
+        assert_eq!(before.entries[0].block_count, 3);
+        assert_eq!(before.entries[0].record_count, 5);
+        // A new block is started after the ones already there.
+        storage
+            .write_record(record("e", 10, 1), body(&[b"z"]))
+            .await
+            .unwrap();
+        assert_eq!(storage.get_entry("b", "e").await.unwrap().block_count, 4);
+        assert_eq!(read_all(&storage, "e", 4).await.unwrap(), b"abc");
+    }
+
+    #[tokio::test]
+    async fn fifo_removes_the_oldest_block_across_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path());
+        let patch = BucketSettingsPatch {
+            max_block_records: Some(1),
+            quota_type: Some(QuotaType::Fifo),
+            quota_size: Some(10),
+            ..Default::default()
+        };
+        storage.create_bucket("b", patch).await.unwrap();
+        storage
+            .write_record(record("new", 20, 4), body(&[b"2222"]))
+            .await
+            .unwrap();
+        storage
+            .write_record(record("old", 10, 4), body(&[b"1111"]))
+            .await
+            .unwrap();
+        storage
+            .write_record(record("new", 30, 4), body(&[b"3333"]))
+            .await
+            .unwrap();
+        // 12 bytes > 10: the block holding the oldest record (10, in "old") goes.
+        assert_eq!(
+            storage.get_entry("b", "old").await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(storage.info().await.unwrap().usage, 8);
+        assert_eq!(read_all(&storage, "new", 20).await.unwrap(), b"2222");
+        assert!(!block::block_path(&dir.path().join("blocks/b/old"), 0).exists());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_payload_is_an_error_naming_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path());
+        storage
+            .create_bucket("b", BucketSettingsPatch::default())
+            .await
+            .unwrap();
+        storage
+            .write_record(record("e", 1, 4), body(&[b"good"]))
+            .await
+            .unwrap();
+        storage
+            .write_record(record("e", 2, 4), body(&[b"also"]))
+            .await
+            .unwrap();
+        let path = block::block_path(&dir.path().join("blocks/b/e"), 0);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER_LEN as usize] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let error = read_all(&storage, "e", 1).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Internal);
+        assert!(error.message.contains("Record 1"), "{error}");
+        assert_eq!(read_all(&storage, "e", 2).await.unwrap(), b"also");
     }
 }
