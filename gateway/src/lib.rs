@@ -127,10 +127,3 @@ fn router(config: &Config, state: AppState) -> Router {
     let app = Router::new().nest(&api_path, api);
     layers::apply(app, config, api_path)
 }
-
-/// Starts the tracing subscriber with `filter` (e.g. `info`).
-pub fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
-}

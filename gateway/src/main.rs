@@ -4,8 +4,11 @@ use gateway::Config;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    gateway::init_logging(&config.log_level);
-    let server = match gateway::start(config, shutdown_signal()).await {
+    if let Err(e) = proto::runtime::init_logging(&config.log_level) {
+        eprintln!("{e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let server = match gateway::start(config, proto::runtime::shutdown_signal()).await {
         Ok(server) => server,
         Err(e) => {
             tracing::error!("{e}");
@@ -18,22 +21,4 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     std::process::ExitCode::SUCCESS
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(term) => {
-                term.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

@@ -12,14 +12,10 @@ use tokio::net::TcpListener;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = ServiceConfig::parse();
-    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log_level) {
-        Ok(filter) => filter,
-        Err(e) => {
-            eprintln!("Log level '{}' is invalid: {e}", config.log_level);
-            return ExitCode::FAILURE;
-        }
-    };
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    if let Err(e) = proto::runtime::init_logging(&config.log_level) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -38,24 +34,7 @@ async fn run(config: ServiceConfig) -> Result<()> {
     if let Ok(address) = listener.local_addr() {
         tracing::info!(storage_url = %config.storage_url, "query service serving gRPC on {address}");
     }
-    grpc::serve(query, listener, shutdown_signal()).await?;
+    grpc::serve(query, listener, proto::runtime::shutdown_signal()).await?;
     tracing::info!("query service stopped");
     Ok(())
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(term) => {
-                term.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }
