@@ -1,6 +1,7 @@
 //! Black-box tests over HTTP against real servers. This library starts them (in process, or as
 //! processes in [`process`]); the tests are in `tests/`.
 
+pub mod cluster;
 pub mod process;
 
 use std::path::{Path, PathBuf};

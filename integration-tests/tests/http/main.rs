@@ -1,6 +1,7 @@
 //! The HTTP API of level 1, end to end against the embedded server.
 
 mod bucket;
+mod cluster;
 mod entry;
 mod persistence;
 mod query;
