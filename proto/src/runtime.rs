@@ -8,7 +8,10 @@ pub fn init_logging(filter: &str) -> Result<(), String> {
         .map_err(|e| format!("Log level '{filter}' is invalid: {e}"))?;
     // A subscriber set before (by a test harness, say) is kept.
     let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let _ = tracing_subscriber::fmt().with_env_filter(parsed).with_ansi(colours).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(parsed)
+        .with_ansi(colours)
+        .try_init();
     Ok(())
 }
 

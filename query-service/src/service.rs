@@ -182,3 +182,128 @@ impl QueryApi for QueryService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use proto::types::{BucketSettingsPatch, WriteRecord};
+    use storage_node::{Storage, StorageConfig};
+
+    use super::*;
+
+    async fn service_with_records(
+        dir: &std::path::Path,
+        stamps: &[u64],
+        mut config: QueryConfig,
+    ) -> Arc<QueryService> {
+        let storage = Storage::open(&StorageConfig::new(dir.join("storage"))).unwrap();
+        storage
+            .create_bucket("b", BucketSettingsPatch::default())
+            .await
+            .unwrap();
+        for &ts in stamps {
+            let record = WriteRecord {
+                bucket: "b".into(),
+                entry: "e".into(),
+                timestamp: ts,
+                content_length: 1,
+                content_type: String::new(),
+            };
+            let body = futures::stream::once(async { Ok(Bytes::from_static(b"x")) }).boxed();
+            storage.write_record(record, body).await.unwrap();
+        }
+        config.data_path = dir.join("query");
+        QueryService::start(Arc::new(storage), config).unwrap()
+    }
+
+    fn request(start: Option<u64>, stop: Option<u64>, ttl: Duration) -> QueryRequest {
+        QueryRequest {
+            bucket: "b".into(),
+            entry: "e".into(),
+            start,
+            stop,
+            ttl,
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_end_exactly_on_the_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = QueryConfig::new(dir.path());
+        config.page_size = 2;
+        let service = service_with_records(dir.path(), &[1, 2, 3, 4, 5, 6], config).await;
+        for (stop, expected) in [
+            (Some(5), vec![1, 2, 3, 4]),
+            (None, vec![1, 2, 3, 4, 5, 6]),
+            (Some(6), vec![1, 2, 3, 4, 5]),
+        ] {
+            let id = service
+                .create(request(None, stop, Duration::from_secs(60)))
+                .await
+                .unwrap();
+            let mut seen = Vec::new();
+            while let Some(next) = service.next(id, "b", "e").await.unwrap() {
+                seen.push(next.timestamp);
+                assert_eq!(
+                    next.last,
+                    seen.len() == expected.len(),
+                    "stop {stop:?} at {seen:?}"
+                );
+                if next.last {
+                    break;
+                }
+            }
+            assert_eq!(seen, expected);
+            assert_eq!(
+                service.next(id, "b", "e").await.unwrap_err().kind,
+                ErrorKind::NotFound
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_background_task_frees_expired_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = QueryConfig::new(dir.path());
+        config.expiry_interval = Duration::from_millis(10);
+        let service = service_with_records(dir.path(), &[1, 2], config).await;
+        let id = service
+            .create(request(None, None, Duration::from_millis(20)))
+            .await
+            .unwrap();
+        service
+            .create(request(None, None, Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        assert_eq!(service.live_queries(), 2);
+        // Polls, with a generous bound, for the task to have run after the TTL passed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while service.live_queries() > 1 {
+            assert!(Instant::now() < deadline, "the expired query was never freed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            service.next(id, "b", "e").await.unwrap_err(),
+            Error::query_not_found(id)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cap_on_live_queries_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = QueryConfig::new(dir.path());
+        config.max_queries = 1;
+        let service = service_with_records(dir.path(), &[1], config).await;
+        service
+            .create(request(None, None, Duration::from_secs(60)))
+            .await
+            .unwrap();
+        let error = service
+            .create(request(None, None, Duration::from_secs(60)))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::TooManyRequests);
+        assert!(error.message.contains("limit is 1"), "{error}");
+    }
+}
