@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 use clap::Parser;
 
 /// A time-series blob store speaking the ReductStore HTTP API.
@@ -22,9 +20,10 @@ pub struct Config {
     #[arg(long, env = "RS_API_BASE_PATH", default_value = "/")]
     pub api_base_path: String,
 
-    /// Directory of the data of the embedded storage node and query service.
-    #[arg(long, env = "RS_DATA_PATH", default_value = "./data")]
-    pub data_path: PathBuf,
+    /// The embedded storage node's flags (its data path also holds the embedded query service's
+    /// state).
+    #[command(flatten)]
+    pub storage: storage_node::StorageArgs,
 
     /// API token: when set, every request but /alive needs `Authorization: Bearer <token>`.
     #[arg(long, env = "RS_API_TOKEN", hide_env_values = true)]

@@ -22,7 +22,7 @@ use axum::routing::get;
 use proto::api::{QueryApi, StorageApi};
 use proto::client::{RemoteQuery, RemoteStorage};
 use query_service::{QueryConfig, QueryService};
-use storage_node::{Storage, StorageConfig};
+use storage_node::Storage;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -59,11 +59,10 @@ pub async fn start(
     let storage: Arc<dyn StorageApi> = match &config.storage_url {
         Some(url) => Arc::new(RemoteStorage::new(url)?),
         None => {
-            let storage_config = StorageConfig::new(&config.data_path);
+            let storage_config = config.storage.storage_config();
             let storage = tokio::task::spawn_blocking(move || Storage::open(&storage_config))
                 .await
                 .map_err(|e| Error::internal(format!("Cannot open the storage: {e}")))??;
-            let storage = Arc::new(storage);
             local_storage = Some(storage.clone());
             storage
         }
@@ -71,7 +70,7 @@ pub async fn start(
     let query: Arc<dyn QueryApi> = match &config.query_url {
         Some(url) => Arc::new(RemoteQuery::new(url)?),
         None => {
-            let mut query_config = QueryConfig::new(config.data_path.join("query"));
+            let mut query_config = QueryConfig::new(config.storage.data_path.join("query"));
             query_config.max_queries = config.max_queries;
             QueryService::start(storage.clone(), query_config)?
         }
@@ -95,7 +94,7 @@ pub async fn start(
             .with_graceful_shutdown(shutdown)
             .await?;
         if let Some(storage) = local_storage {
-            storage.flush().map_err(std::io::Error::other)?;
+            storage.close().await.map_err(std::io::Error::other)?;
         }
         Ok(())
     });

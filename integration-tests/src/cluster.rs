@@ -31,8 +31,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut stops = Vec::new();
 
-        let storage =
-            Arc::new(Storage::open(&StorageConfig::new(dir.path().join("storage"))).expect("storage"));
+        let storage = Storage::open(&StorageConfig::new(dir.path().join("storage"))).expect("storage");
         let (storage_listener, storage_url) = listener().await;
         let (stop, stopped) = oneshot::channel::<()>();
         stops.push(stop);

@@ -214,7 +214,7 @@ mod tests {
             storage.write_record(record, body).await.unwrap();
         }
         config.data_path = dir.join("query");
-        QueryService::start(Arc::new(storage), config).unwrap()
+        QueryService::start(storage, config).unwrap()
     }
 
     fn request(start: Option<u64>, stop: Option<u64>, ttl: Duration) -> QueryRequest {

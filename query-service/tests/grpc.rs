@@ -21,7 +21,7 @@ struct Service {
 async fn start() -> Service {
     let data = tempfile::tempdir().unwrap();
     let storage: Arc<dyn StorageApi> =
-        Arc::new(Storage::open(&StorageConfig::new(data.path().join("storage"))).unwrap());
+        Storage::open(&StorageConfig::new(data.path().join("storage"))).unwrap();
     let query = QueryService::start(storage.clone(), QueryConfig::new(data.path().join("query"))).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

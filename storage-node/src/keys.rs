@@ -35,6 +35,13 @@ pub fn record_prefix(entry: &str) -> Vec<u8> {
     prefix
 }
 
+/// The prefix shared by all block keys of `entry`.
+pub fn block_prefix_of(entry: &str) -> Vec<u8> {
+    let mut prefix = key(BLOCK, entry, 0);
+    prefix.truncate(prefix.len() - 8);
+    prefix
+}
+
 /// The prefix shared by all block keys of the bucket.
 pub fn block_prefix() -> [u8; 1] {
     [BLOCK]
@@ -58,6 +65,8 @@ pub struct RecordValue {
     /// Offset of the frame header in the block file.
     pub offset: u64,
     pub length: u64,
+    /// Bytes of metadata between the frame header and the payload.
+    pub meta_len: u32,
     pub checksum: u32,
     pub content_type: String,
 }
@@ -66,11 +75,12 @@ impl RecordValue {
     pub fn encode(&self) -> Vec<u8> {
         let ct = self.content_type.as_bytes();
         let ct_len = ct.len().min(u16::MAX as usize);
-        let mut buf = Vec::with_capacity(31 + ct_len);
+        let mut buf = Vec::with_capacity(35 + ct_len);
         buf.push(VERSION);
         buf.extend_from_slice(&self.block_id.to_le_bytes());
         buf.extend_from_slice(&self.offset.to_le_bytes());
         buf.extend_from_slice(&self.length.to_le_bytes());
+        buf.extend_from_slice(&self.meta_len.to_le_bytes());
         buf.extend_from_slice(&self.checksum.to_le_bytes());
         buf.extend_from_slice(&(ct_len as u16).to_le_bytes());
         buf.extend_from_slice(&ct[..ct_len]);
@@ -85,6 +95,7 @@ impl RecordValue {
         let block_id = reader.u64()?;
         let offset = reader.u64()?;
         let length = reader.u64()?;
+        let meta_len = u32::from_le_bytes(reader.take(4)?.try_into().map_err(|_| corrupt())?);
         let checksum = u32::from_le_bytes(reader.take(4)?.try_into().map_err(|_| corrupt())?);
         let ct_len = u16::from_le_bytes(reader.take(2)?.try_into().map_err(|_| corrupt())?);
         let content_type =
@@ -93,6 +104,7 @@ impl RecordValue {
             block_id,
             offset,
             length,
+            meta_len,
             checksum,
             content_type,
         })
@@ -189,6 +201,7 @@ mod tests {
             block_id: 3,
             offset: 96,
             length: 1 << 33,
+            meta_len: 12,
             checksum: 42,
             content_type: "image/jpeg".into(),
         };

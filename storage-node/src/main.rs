@@ -1,5 +1,4 @@
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use proto::{Error, Result};
@@ -24,16 +23,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: NodeConfig) -> Result<()> {
-    let storage = Arc::new(Storage::open(&config.storage())?);
+    let storage = Storage::open(&config.storage.storage_config())?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|e| Error::internal(format!("Cannot listen on {}: {e}", config.listen)))?;
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(data_path = %config.data_path.display(), "storage node serving gRPC on {address}");
+        tracing::info!(data_path = %config.storage.data_path.display(), "storage node serving gRPC on {address}");
     }
     let served = grpc::serve(storage.clone(), listener, proto::runtime::shutdown_signal()).await;
-    // Flushed even when serving failed: every acknowledged record must reach the disk.
-    let flushed = storage.flush();
+    // Closed even when serving failed: every acknowledged record must reach the disk.
+    let flushed = storage.close().await;
     tracing::info!("storage node stopped");
     served.and(flushed)
 }

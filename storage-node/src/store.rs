@@ -1,101 +1,41 @@
 //! The storage engine: buckets of entries of records, indexed in sled, payloads in block files.
 //!
-//! Writes reserve space for the whole record (its length is announced up front) under a short
-//! per-entry lock, then stream the payload into that space without holding any lock, so many
-//! clients can write one entry at once. The record becomes visible only when its index entry is
-//! committed, after every byte reached the block file.
+//! On disk, under the data path:
+//! - `blocks/<bucket>/settings.json`: the bucket's settings;
+//! - `blocks/<bucket>/<entry>/<block id>.blk`: the entry's block files (see `block`);
+//! - `index/`: the sled index: records and block statistics (see `keys`), which can always be
+//!   rebuilt from the blocks.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::StreamExt;
 use proto::api::{ByteStream, StorageApi};
 use proto::types::*;
 use proto::{Error, ErrorKind, Result};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use crate::block::{self, FrameHeader, FrameState, HEADER_LEN};
+use crate::block::RecordMeta;
+use crate::bucket::{self, Bucket, Entry, SETTINGS_FILE};
 use crate::config::StorageConfig;
-use crate::keys::{self, BlockStats, RecordValue};
+use crate::keys::{self, RecordValue};
+use crate::recovery::{self, Report};
+use crate::sync::Syncer;
+use crate::util::{available_bytes, blocking, index_error, io_error, read, sync_dir, write_atomically};
 
-/// Payload bytes gathered before one write to the block file.
-const WRITE_BUFFER: usize = 1 << 20;
-/// Size of the chunks a read streams; records up to this size are checked before they are sent.
-const READ_CHUNK: u64 = 256 * 1024;
+/// Set in the index by a clean shutdown, removed at start: without it the blocks are checked.
+const CLEAN_SHUTDOWN: &[u8] = b"clean-shutdown";
+/// Directories of buckets being created or removed start with these; they are never buckets.
+const NEW_PREFIX: &str = ".new-";
+const TRASH_PREFIX: &str = ".trash-";
 
 pub struct Storage {
+    config: StorageConfig,
     blocks_dir: PathBuf,
     db: sled::Db,
-    settings_tree: sled::Tree,
+    syncer: Arc<Syncer>,
     buckets: RwLock<BTreeMap<String, Arc<Bucket>>>,
-}
-
-struct Bucket {
-    dir: PathBuf,
-    tree: sled::Tree,
-    settings: RwLock<BucketSettings>,
-    entries: RwLock<BTreeMap<String, Arc<Entry>>>,
-    removed: AtomicBool,
-    /// One quota enforcement at a time, so that two writers do not both remove blocks for the
-    /// same excess.
-    quota: Mutex<()>,
-}
-
-struct Entry {
-    name: String,
-    dir: PathBuf,
-    state: Mutex<EntryState>,
-}
-
-#[derive(Default)]
-struct EntryState {
-    /// Statistics of the blocks that hold committed records.
-    blocks: BTreeMap<u64, BlockStats>,
-    /// The block new records are appended to; `None` until the next write opens one.
-    active: Option<ActiveBlock>,
-    next_block_id: u64,
-    /// Records reserved but not yet committed or given up, per block: such blocks are not
-    /// removed by the quota.
-    in_flight: HashMap<u64, u64>,
-}
-
-struct ActiveBlock {
-    id: u64,
-    file: Arc<File>,
-    len: u64,
-    records: u64,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave these structures half-updated in a way that
-    // matters more than refusing all further requests would.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn read<T: Clone>(lock: &RwLock<T>) -> T {
-    lock.read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone()
-}
-
-fn io_error(context: &str, error: std::io::Error) -> Error {
-    const ENOSPC: i32 = 28;
-    if error.raw_os_error() == Some(ENOSPC) {
-        return Error::new(
-            ErrorKind::InsufficientStorage,
-            format!("{context}: no space left on device"),
-        );
-    }
-    Error::internal(format!("{context}: {error}"))
-}
-
-fn index_error(error: sled::Error) -> Error {
-    Error::internal(format!("Index error: {error}"))
 }
 
 fn check_name(kind: &str, name: &str) -> Result<()> {
@@ -108,81 +48,139 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::internal(format!("I/O task failed: {e}")))?
-}
-
 fn bucket_tree_name(bucket: &str) -> String {
     format!("bucket/{bucket}")
 }
 
-fn encode_settings(settings: &BucketSettings) -> Vec<u8> {
-    serde_json::to_vec(settings).unwrap_or_default()
+/// Opens the index; one that cannot be opened is moved aside and a new one begun, to be rebuilt
+/// from the blocks.
+fn open_index(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
+    let open = || {
+        sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            // The syncer flushes the index, always after the block files it points into.
+            .flush_every_ms(None)
+            .open()
+    };
+    match open() {
+        Ok(db) => Ok(db),
+        Err(e) => {
+            let aside = path.with_extension(format!("damaged-{}", std::process::id()));
+            tracing::error!(
+                "the index at {} is unreadable ({e}): moving it to {} and rebuilding it from the block files",
+                path.display(),
+                aside.display()
+            );
+            std::fs::rename(path, &aside).map_err(|e| io_error("Cannot move the damaged index aside", e))?;
+            open().map_err(index_error)
+        }
+    }
 }
 
-fn decode_settings(name: &str, bytes: &[u8]) -> Result<BucketSettings> {
-    #[derive(serde::Deserialize)]
-    struct Stored {
-        max_block_size: u64,
-        max_block_records: u64,
-        quota_type: String,
-        quota_size: u64,
-    }
-    let stored: Stored = serde_json::from_slice(bytes)
-        .map_err(|e| Error::internal(format!("Settings of bucket '{name}' are unreadable: {e}")))?;
-    Ok(BucketSettings {
-        max_block_size: stored.max_block_size,
-        max_block_records: stored.max_block_records,
-        quota_type: QuotaType::parse(&stored.quota_type).unwrap_or(QuotaType::None),
-        quota_size: stored.quota_size,
-    })
-}
-
-fn validate_settings(settings: &BucketSettings) -> Result<()> {
-    if settings.max_block_size == 0 {
-        return Err(Error::unprocessable("max_block_size must be at least 1"));
-    }
-    if settings.max_block_records == 0 {
-        return Err(Error::unprocessable("max_block_records must be at least 1"));
+/// Removes what an interrupted bucket creation or removal left.
+fn remove_leftovers(blocks_dir: &Path) -> Result<()> {
+    for item in std::fs::read_dir(blocks_dir).map_err(|e| io_error("Cannot list the blocks", e))? {
+        let item = item.map_err(|e| io_error("Cannot list the blocks", e))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name.starts_with(NEW_PREFIX) || name.starts_with(TRASH_PREFIX) {
+            std::fs::remove_dir_all(item.path()).map_err(|e| io_error("Cannot remove leftovers", e))?;
+        }
     }
     Ok(())
 }
 
 impl Storage {
-    /// Opens (or creates) the storage under `config.data_path`.
-    pub fn open(config: &StorageConfig) -> Result<Storage> {
+    /// Opens (or creates) the storage under `config.data_path`, checking the index against the
+    /// blocks if the last shutdown was not clean. Must be called inside a Tokio runtime (it starts
+    /// the sync task).
+    pub fn open(config: &StorageConfig) -> Result<Arc<Storage>> {
         let root = &config.data_path;
         let blocks_dir = root.join("blocks");
         std::fs::create_dir_all(&blocks_dir)
             .map_err(|e| io_error(&format!("Cannot create {}", blocks_dir.display()), e))?;
-        let db = sled::Config::new()
-            .path(root.join("index"))
-            .cache_capacity(config.index_cache_bytes)
-            .open()
-            .map_err(index_error)?;
-        let settings_tree = db.open_tree("settings").map_err(index_error)?;
+        remove_leftovers(&blocks_dir)?;
+        let index_path = root.join("index");
+        let index_existed = index_path.exists();
+        let db = open_index(&index_path, config.index_cache_bytes)?;
+        let was_clean = db.remove(CLEAN_SHUTDOWN).map_err(index_error)?.is_some();
+        db.flush().map_err(index_error)?;
+
+        let dirs = bucket::bucket_dirs(&blocks_dir).map_err(|e| io_error("Cannot list the buckets", e))?;
+        if !was_clean && !dirs.is_empty() {
+            if index_existed {
+                tracing::warn!("the last shutdown was not clean: checking the index against the block files");
+            } else {
+                tracing::warn!("no index found: rebuilding it from the block files");
+            }
+        }
         let mut buckets = BTreeMap::new();
-        for item in settings_tree.iter() {
-            let (name, value) = item.map_err(index_error)?;
-            let name = String::from_utf8_lossy(&name).into_owned();
-            let settings = decode_settings(&name, &value)?;
+        let mut report = Report::default();
+        for (name, dir) in dirs {
+            let settings = match std::fs::read(dir.join(SETTINGS_FILE)) {
+                Ok(bytes) => bucket::decode_settings(&name, &bytes)?,
+                Err(e) => {
+                    return Err(io_error(
+                        &format!("Cannot read the settings of bucket '{name}'"),
+                        e,
+                    ));
+                }
+            };
             let tree = db.open_tree(bucket_tree_name(&name)).map_err(index_error)?;
-            let bucket = Bucket::load(blocks_dir.join(&name), tree, settings)?;
+            if !was_clean {
+                report.add(recovery::reconcile_bucket(&dir, &tree)?);
+            }
+            let bucket = match Bucket::load(&name, dir.clone(), tree.clone(), settings.clone()) {
+                Ok(bucket) => bucket,
+                Err(e) if was_clean => {
+                    tracing::error!(
+                        "the index of bucket '{name}' is damaged ({e}): rebuilding it from the block files"
+                    );
+                    report.add(recovery::reconcile_bucket(&dir, &tree)?);
+                    Bucket::load(&name, dir, tree, settings)?
+                }
+                Err(e) => return Err(e),
+            };
             buckets.insert(name, Arc::new(bucket));
         }
-        Ok(Storage {
+        // Trees of buckets whose removal was interrupted.
+        for tree_name in db.tree_names() {
+            let tree_name = String::from_utf8_lossy(&tree_name).into_owned();
+            if let Some(bucket) = tree_name.strip_prefix("bucket/")
+                && !buckets.contains_key(bucket)
+            {
+                db.drop_tree(tree_name.as_bytes()).map_err(index_error)?;
+            }
+        }
+        if !report.is_empty() {
+            tracing::warn!(
+                reindexed = report.reindexed,
+                dropped = report.dropped,
+                damaged = report.damaged,
+                torn_blocks = report.torn_blocks,
+                "recovery brought the index in line with the block files"
+            );
+        }
+        db.flush().map_err(index_error)?;
+        let syncer = Syncer::start(config.sync, db.clone());
+        Ok(Arc::new(Storage {
+            config: config.clone(),
             blocks_dir,
             db,
-            settings_tree,
+            syncer,
             buckets: RwLock::new(buckets),
-        })
+        }))
     }
 
-    /// Writes everything the index holds in memory to disk.
-    pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(index_error)
+    /// Syncs everything written and marks the shutdown clean, so the next start need not check
+    /// the blocks. Writes after this are not covered by the mark.
+    pub async fn close(&self) -> Result<()> {
+        self.syncer.sync_now().await?;
+        self.db
+            .insert(CLEAN_SHUTDOWN, b"1".as_slice())
+            .map_err(index_error)?;
+        let db = self.db.clone();
+        blocking(move || db.flush().map(|_| ()).map_err(index_error)).await
     }
 
     fn bucket(&self, name: &str) -> Result<Arc<Bucket>> {
@@ -194,8 +192,8 @@ impl Storage {
             .ok_or_else(|| Error::bucket_not_found(name))
     }
 
-    fn all_buckets(&self) -> Vec<(String, Arc<Bucket>)> {
-        read(&self.buckets).into_iter().collect()
+    fn all_buckets(&self) -> Vec<Arc<Bucket>> {
+        read(&self.buckets).into_values().collect()
     }
 
     /// The record at `timestamp` (or the latest) and where its payload is.
@@ -237,426 +235,30 @@ impl Storage {
         Ok((entry, info, value))
     }
 
-    /// Removes the oldest blocks of a FIFO bucket until it is back under its quota.
-    fn enforce_quota(&self, bucket: &Bucket) -> Result<()> {
-        let _one_at_a_time = lock(&bucket.quota);
-        loop {
-            let settings = read(&bucket.settings);
-            if settings.quota_type != QuotaType::Fifo || bucket.info("").size <= settings.quota_size {
-                return Ok(());
-            }
-            let oldest = read(&bucket.entries)
-                .into_values()
-                .filter_map(|entry| {
-                    let state = lock(&entry.state);
-                    let candidate = state
-                        .blocks
-                        .iter()
-                        .filter(|(id, _)| !state.in_flight.contains_key(id))
-                        .min_by_key(|(id, stats)| (stats.min_ts, **id))
-                        .map(|(id, stats)| (stats.min_ts, *id));
-                    drop(state);
-                    candidate.map(|(min_ts, id)| (min_ts, id, entry))
-                })
-                .min_by_key(|(min_ts, id, _)| (*min_ts, *id));
-            let Some((_, block_id, entry)) = oldest else {
-                return Ok(());
-            };
-            bucket.remove_block(&entry, block_id)?;
-        }
-    }
-}
-
-impl Bucket {
-    fn load(dir: PathBuf, tree: sled::Tree, settings: BucketSettings) -> Result<Bucket> {
-        let mut entries: BTreeMap<String, EntryState> = BTreeMap::new();
-        for item in tree.scan_prefix(keys::block_prefix()) {
-            let (key, value) = item.map_err(index_error)?;
-            let (entry, block_id) = keys::split_key(&key)?;
-            let state = entries.entry(entry).or_default();
-            state.blocks.insert(block_id, BlockStats::decode(&value)?);
-            state.next_block_id = state.next_block_id.max(block_id + 1);
-        }
-        let entries = entries
-            .into_iter()
-            .map(|(name, state)| {
-                let entry = Entry {
-                    dir: dir.join(&name),
-                    name: name.clone(),
-                    state: Mutex::new(state),
-                };
-                (name, Arc::new(entry))
-            })
-            .collect();
-        Ok(Bucket {
-            dir,
-            tree,
-            settings: RwLock::new(settings),
-            entries: RwLock::new(entries),
-            removed: AtomicBool::new(false),
-            quota: Mutex::new(()),
-        })
-    }
-
-    /// An entry that holds at least one record.
-    fn visible_entry(&self, name: &str) -> Result<Arc<Entry>> {
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(name)
-            .filter(|entry| !lock(&entry.state).blocks.is_empty())
-            .cloned()
-            .ok_or_else(|| Error::entry_not_found(name))
-    }
-
-    fn entry_or_create(&self, name: &str) -> Result<Arc<Entry>> {
-        if let Some(entry) = self.entries.read().unwrap_or_else(|p| p.into_inner()).get(name) {
-            return Ok(entry.clone());
-        }
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = entries.get(name) {
-            return Ok(entry.clone());
-        }
-        let dir = self.dir.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| io_error(&format!("Cannot create entry '{name}'"), e))?;
-        let entry = Arc::new(Entry {
-            name: name.to_string(),
-            dir,
-            state: Mutex::new(EntryState::default()),
-        });
-        entries.insert(name.to_string(), entry.clone());
-        Ok(entry)
-    }
-
-    fn entry_infos(&self) -> Vec<EntryInfo> {
-        read(&self.entries)
-            .values()
-            .map(|entry| entry.info())
-            .filter(|info| info.block_count > 0)
-            .collect()
-    }
-
-    fn info(&self, name: &str) -> BucketInfo {
-        let entries = self.entry_infos();
-        BucketInfo {
-            name: name.to_string(),
-            entry_count: entries.len() as u64,
-            size: entries.iter().map(|e| e.size).sum(),
-            oldest_record: entries.iter().map(|e| e.oldest_record).min().unwrap_or(0),
-            latest_record: entries.iter().map(|e| e.latest_record).max().unwrap_or(0),
-        }
-    }
-
-    /// Removes a block: its index entries, its statistics and its file.
-    fn remove_block(&self, entry: &Entry, block_id: u64) -> Result<()> {
-        let mut state = lock(&entry.state);
-        let Some(stats) = state.blocks.get(&block_id).copied() else {
+    /// Refuses a write that would leave less free space than configured.
+    fn check_free_space(&self, length: u64) -> Result<()> {
+        let keep = self.config.min_free_bytes;
+        if keep == 0 {
             return Ok(());
-        };
-        let mut batch = sled::Batch::default();
-        let range = keys::record_key(&entry.name, stats.min_ts)..=keys::record_key(&entry.name, stats.max_ts);
-        for item in self.tree.range(range) {
-            let (key, value) = item.map_err(index_error)?;
-            if RecordValue::decode(&value)?.block_id == block_id {
-                batch.remove(key);
-            }
         }
-        batch.remove(keys::block_key(&entry.name, block_id));
-        self.tree.apply_batch(batch).map_err(index_error)?;
-        state.blocks.remove(&block_id);
-        if state.active.as_ref().is_some_and(|active| active.id == block_id) {
-            state.active = None;
+        let free =
+            available_bytes(&self.blocks_dir).map_err(|e| io_error("Cannot read the free space", e))?;
+        if free < length.saturating_add(keep) {
+            return Err(Error::new(
+                ErrorKind::InsufficientStorage,
+                format!(
+                    "Not enough free space: the record needs {length} bytes, {free} are free and {keep} must stay free"
+                ),
+            ));
         }
-        drop(state);
-        match std::fs::remove_file(block::block_path(&entry.dir, block_id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error("Cannot remove block", e)),
-            _ => Ok(()),
-        }
+        Ok(())
     }
-}
-
-/// Space reserved in a block for one record being written. Dropped before it is committed (the
-/// upload failed or was abandoned), it marks its frame discarded.
-struct Reservation {
-    entry: Arc<Entry>,
-    block_id: u64,
-    file: Arc<File>,
-    offset: u64,
-    header: FrameHeader,
-    done: bool,
-}
-
-impl Entry {
-    fn info(&self) -> EntryInfo {
-        let state = lock(&self.state);
-        let blocks = || state.blocks.values();
-        EntryInfo {
-            name: self.name.clone(),
-            size: blocks().map(|b| b.size).sum(),
-            record_count: blocks().map(|b| b.record_count).sum(),
-            block_count: state.blocks.len() as u64,
-            oldest_record: blocks().map(|b| b.min_ts).min().unwrap_or(0),
-            latest_record: blocks().map(|b| b.max_ts).max().unwrap_or(0),
-        }
-    }
-
-    fn reserve(
-        self: &Arc<Self>,
-        timestamp: u64,
-        length: u64,
-        settings: &BucketSettings,
-    ) -> Result<Reservation> {
-        let mut state = lock(&self.state);
-        let fits = |active: &ActiveBlock| {
-            active.records < settings.max_block_records
-                && (active.len == 0 || active.len + HEADER_LEN + length <= settings.max_block_size)
-        };
-        let mut active = match state.active.take() {
-            Some(active) if fits(&active) => active,
-            _ => self.new_block(&mut state)?,
-        };
-        let offset = active.len;
-        let header = FrameHeader {
-            state: FrameState::Pending,
-            timestamp,
-            length,
-            checksum: 0,
-        };
-        block::write_header(&active.file, offset, &header).map_err(|e| io_error("Cannot write block", e))?;
-        active.len += HEADER_LEN + length;
-        active.records += 1;
-        let reservation = Reservation {
-            entry: self.clone(),
-            block_id: active.id,
-            file: active.file.clone(),
-            offset,
-            header,
-            done: false,
-        };
-        *state.in_flight.entry(active.id).or_default() += 1;
-        // A full block is closed now; the next record opens a new one.
-        if active.records < settings.max_block_records && active.len < settings.max_block_size {
-            state.active = Some(active);
-        }
-        Ok(reservation)
-    }
-
-    fn new_block(&self, state: &mut EntryState) -> Result<ActiveBlock> {
-        loop {
-            let id = state.next_block_id;
-            state.next_block_id += 1;
-            match block::create_block(&block::block_path(&self.dir, id)) {
-                Ok(file) => {
-                    return Ok(ActiveBlock {
-                        id,
-                        file: Arc::new(file),
-                        len: 0,
-                        records: 0,
-                    });
-                }
-                // Left by a write that never committed a record: skip its id.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(io_error(
-                        &format!("Cannot create a block in entry '{}'", self.name),
-                        e,
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Makes a fully written record visible: its index entry and its block's statistics change
-    /// in one transaction.
-    fn commit(&self, bucket: &Bucket, reservation: &mut Reservation, content_type: &str) -> Result<()> {
-        let header = reservation.header;
-        let mut state = lock(&self.state);
-        if bucket.removed.load(Ordering::SeqCst) {
-            return Err(Error::not_found("The bucket was removed during the write"));
-        }
-        let record_key = keys::record_key(&self.name, header.timestamp);
-        let block_key = keys::block_key(&self.name, reservation.block_id);
-        let mut stats = state
-            .blocks
-            .get(&reservation.block_id)
-            .copied()
-            .unwrap_or_default();
-        stats.add(header.timestamp, header.length);
-        let value = RecordValue {
-            block_id: reservation.block_id,
-            offset: reservation.offset,
-            length: header.length,
-            checksum: header.checksum,
-            content_type: content_type.to_string(),
-        }
-        .encode();
-        let stats_value = stats.encode();
-        let result = bucket.tree.transaction(|tx| {
-            if tx.get(&record_key)?.is_some() {
-                return Err(ConflictableTransactionError::Abort(()));
-            }
-            tx.insert(record_key.as_slice(), value.as_slice())?;
-            tx.insert(block_key.as_slice(), stats_value.as_slice())?;
-            Ok(())
-        });
-        match result {
-            Ok(()) => {
-                state.blocks.insert(reservation.block_id, stats);
-                reservation.done = true;
-                finish_in_flight(&mut state, reservation.block_id);
-                Ok(())
-            }
-            Err(TransactionError::Abort(())) => Err(Error::conflict(format!(
-                "A record with timestamp {} already exists",
-                header.timestamp
-            ))),
-            Err(TransactionError::Storage(e)) => Err(index_error(e)),
-        }
-    }
-}
-
-fn finish_in_flight(state: &mut EntryState, block_id: u64) {
-    if let Some(count) = state.in_flight.get_mut(&block_id) {
-        *count -= 1;
-        if *count == 0 {
-            state.in_flight.remove(&block_id);
-        }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let header = FrameHeader {
-            state: FrameState::Discarded,
-            ..self.header
-        };
-        if let Err(e) = block::write_header(&self.file, self.offset, &header) {
-            tracing::warn!(error = %e, "cannot mark an abandoned record as discarded");
-        }
-        finish_in_flight(&mut lock(&self.entry.state), self.block_id);
-    }
-}
-
-/// Receives exactly `length` bytes of `body` into the reserved space; returns their checksum.
-async fn receive(reservation: &Reservation, length: u64, mut body: ByteStream) -> Result<u32> {
-    let mut hasher = crc32fast::Hasher::new();
-    let mut received: u64 = 0;
-    let mut written: u64 = 0;
-    let mut buffer: Vec<u8> = Vec::new();
-    let payload_start = reservation.offset + HEADER_LEN;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        received += chunk.len() as u64;
-        if received > length {
-            return Err(Error::bad_request(format!(
-                "Content is longer than Content-Length ({length} bytes)"
-            )));
-        }
-        hasher.update(&chunk);
-        buffer.extend_from_slice(&chunk);
-        if buffer.len() >= WRITE_BUFFER {
-            buffer = write_at(reservation.file.clone(), buffer, payload_start + written).await?;
-            written = received;
-        }
-    }
-    if received < length {
-        return Err(Error::bad_request(format!(
-            "Content is shorter than Content-Length: received {received} of {length} bytes"
-        )));
-    }
-    if !buffer.is_empty() {
-        write_at(reservation.file.clone(), buffer, payload_start + written).await?;
-    }
-    Ok(hasher.finalize())
-}
-
-/// Writes `buffer` at `offset` and hands it back emptied, to be filled again.
-async fn write_at(file: Arc<File>, mut buffer: Vec<u8>, offset: u64) -> Result<Vec<u8>> {
-    blocking(move || {
-        use std::os::unix::fs::FileExt;
-        file.write_all_at(&buffer, offset)
-            .map_err(|e| io_error("Cannot write block", e))?;
-        buffer.clear();
-        Ok(buffer)
-    })
-    .await
-}
-
-/// Streams a record's payload, checking its checksum. A record that fits in one chunk is read and
-/// checked before anything is returned; a larger one fails at its end if it does not match.
-async fn payload_stream(path: PathBuf, value: RecordValue, timestamp: u64) -> Result<ByteStream> {
-    let damaged = move |what: &str| Error::internal(format!("Record {timestamp} is damaged: {what}"));
-    let (file, first) = {
-        let path = path.clone();
-        let first_len = value.length.min(READ_CHUNK);
-        let offset = value.offset;
-        blocking(move || {
-            let file = block::open_block(&path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    Error::not_found(format!("No record with timestamp {timestamp}"))
-                }
-                _ => io_error("Cannot open block", e),
-            })?;
-            let mut buf = vec![0u8; (HEADER_LEN + first_len) as usize];
-            block::read_exact_at(&file, &mut buf, offset).map_err(|e| io_error("Cannot read block", e))?;
-            Ok((file, buf))
-        })
-        .await?
-    };
-    let header = FrameHeader::decode(&first).ok_or_else(|| damaged("bad frame header"))?;
-    if header.state != FrameState::Committed || header.timestamp != timestamp || header.length != value.length
-    {
-        return Err(damaged("frame header does not match the index"));
-    }
-    let first = Bytes::from(first).slice(HEADER_LEN as usize..);
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&first);
-    if value.length <= READ_CHUNK {
-        if hasher.finalize() != value.checksum {
-            return Err(damaged("checksum mismatch"));
-        }
-        return Ok(futures::stream::once(async move { Ok(first) }).boxed());
-    }
-    let file = Arc::new(file);
-    let first_len = first.len() as u64;
-    let rest = futures::stream::try_unfold((hasher, first_len), move |(mut hasher, position)| {
-        let file = file.clone();
-        let value = value.clone();
-        async move {
-            if position == value.length {
-                if hasher.finalize() != value.checksum {
-                    return Err(damaged("checksum mismatch"));
-                }
-                return Ok(None);
-            }
-            let n = (value.length - position).min(READ_CHUNK);
-            let offset = value.offset + HEADER_LEN + position;
-            let chunk = blocking(move || {
-                let mut buf = vec![0u8; n as usize];
-                block::read_exact_at(&file, &mut buf, offset)
-                    .map_err(|e| io_error("Cannot read block", e))?;
-                Ok(Bytes::from(buf))
-            })
-            .await?;
-            hasher.update(&chunk);
-            Ok(Some((chunk, (hasher, position + n))))
-        }
-    });
-    Ok(futures::stream::once(async move { Ok(first) })
-        .chain(rest)
-        .boxed())
 }
 
 #[async_trait]
 impl StorageApi for Storage {
     async fn info(&self) -> Result<StorageInfo> {
-        let buckets: Vec<BucketInfo> = self
-            .all_buckets()
-            .iter()
-            .map(|(name, bucket)| bucket.info(name))
-            .collect();
+        let buckets: Vec<BucketInfo> = self.all_buckets().iter().map(|bucket| bucket.info()).collect();
         let with_records = || buckets.iter().filter(|b| b.entry_count > 0);
         Ok(StorageInfo {
             bucket_count: buckets.len() as u64,
@@ -668,71 +270,72 @@ impl StorageApi for Storage {
     }
 
     async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
-        Ok(self
-            .all_buckets()
-            .into_iter()
-            .map(|(name, bucket)| bucket.info(&name))
-            .collect())
+        Ok(self.all_buckets().iter().map(|bucket| bucket.info()).collect())
     }
 
     async fn create_bucket(&self, name: &str, settings: BucketSettingsPatch) -> Result<()> {
         check_name("Bucket", name)?;
         let settings = BucketSettings::default().merged(&settings);
-        validate_settings(&settings)?;
+        bucket::validate_settings(&settings)?;
         let mut buckets = self.buckets.write().unwrap_or_else(|p| p.into_inner());
         if buckets.contains_key(name) {
             return Err(Error::conflict(format!("Bucket '{name}' already exists")));
         }
+        // Built aside and renamed into place, so a bucket exists whole or not at all.
+        let fail = |e| io_error(&format!("Cannot create bucket '{name}'"), e);
+        let staging = self.blocks_dir.join(format!("{NEW_PREFIX}{name}"));
         let dir = self.blocks_dir.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| io_error(&format!("Cannot create bucket '{name}'"), e))?;
+        std::fs::create_dir_all(&staging).map_err(fail)?;
+        write_atomically(&staging.join(SETTINGS_FILE), &bucket::encode_settings(&settings)).map_err(fail)?;
+        std::fs::rename(&staging, &dir).map_err(fail)?;
+        sync_dir(&self.blocks_dir).map_err(fail)?;
         let tree = self.db.open_tree(bucket_tree_name(name)).map_err(index_error)?;
-        self.settings_tree
-            .insert(name, encode_settings(&settings))
-            .map_err(index_error)?;
-        buckets.insert(name.to_string(), Arc::new(Bucket::load(dir, tree, settings)?));
+        buckets.insert(
+            name.to_string(),
+            Arc::new(Bucket::load(name, dir, tree, settings)?),
+        );
         Ok(())
     }
 
     async fn get_bucket(&self, name: &str) -> Result<BucketDetails> {
         let bucket = self.bucket(name)?;
         Ok(BucketDetails {
-            settings: read(&bucket.settings),
-            info: bucket.info(name),
+            settings: bucket.settings(),
+            info: bucket.info(),
             entries: bucket.entry_infos(),
         })
     }
 
     async fn update_bucket(&self, name: &str, patch: BucketSettingsPatch) -> Result<()> {
         let bucket = self.bucket(name)?;
-        {
-            let mut settings = bucket.settings.write().unwrap_or_else(|p| p.into_inner());
-            let merged = settings.merged(&patch);
-            validate_settings(&merged)?;
-            self.settings_tree
-                .insert(name, encode_settings(&merged))
-                .map_err(index_error)?;
-            *settings = merged;
-        }
-        self.enforce_quota(&bucket)
+        bucket.update_settings(&patch)?;
+        bucket.enforce_quota()
     }
 
     async fn remove_bucket(&self, name: &str) -> Result<()> {
-        let bucket = {
+        let trash = {
             let mut buckets = self.buckets.write().unwrap_or_else(|p| p.into_inner());
             let bucket = buckets
-                .remove(name)
+                .get(name)
+                .cloned()
                 .ok_or_else(|| Error::bucket_not_found(name))?;
+            // Renamed away first: once that is done the bucket is gone, even after a crash.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let trash = self
+                .blocks_dir
+                .join(format!("{TRASH_PREFIX}{name}-{}", nanos.as_nanos()));
+            let fail = |e| io_error(&format!("Cannot remove bucket '{name}'"), e);
+            std::fs::rename(&bucket.dir, &trash).map_err(fail)?;
+            sync_dir(&self.blocks_dir).map_err(fail)?;
+            buckets.remove(name);
             bucket.removed.store(true, Ordering::SeqCst);
-            self.settings_tree.remove(name).map_err(index_error)?;
             self.db.drop_tree(bucket_tree_name(name)).map_err(index_error)?;
-            bucket
+            trash
         };
-        let dir = bucket.dir.clone();
-        blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(io_error("Cannot remove bucket files", e))
-            }
-            _ => Ok(()),
+        blocking(move || {
+            std::fs::remove_dir_all(&trash).map_err(|e| io_error("Cannot remove bucket files", e))
         })
         .await
     }
@@ -744,40 +347,32 @@ impl StorageApi for Storage {
     async fn write_record(&self, record: WriteRecord, body: ByteStream) -> Result<()> {
         check_name("Entry", &record.entry)?;
         let bucket = self.bucket(&record.bucket)?;
-        let conflict = || {
-            Error::conflict(format!(
-                "A record with timestamp {} already exists",
-                record.timestamp
-            ))
-        };
         if bucket
             .tree
             .contains_key(keys::record_key(&record.entry, record.timestamp))
             .map_err(index_error)?
         {
-            return Err(conflict());
+            return Err(Error::conflict(format!(
+                "A record with timestamp {} already exists",
+                record.timestamp
+            )));
         }
+        self.check_free_space(record.content_length)?;
         let entry = bucket.entry_or_create(&record.entry)?;
-        let settings = read(&bucket.settings);
-        let mut reservation = entry.reserve(record.timestamp, record.content_length, &settings)?;
-        let checksum = receive(&reservation, record.content_length, body).await?;
-        reservation.header = FrameHeader {
-            state: FrameState::Committed,
-            checksum,
-            ..reservation.header
-        };
-        {
-            let (file, offset, header) = (reservation.file.clone(), reservation.offset, reservation.header);
-            blocking(move || {
-                block::write_header(&file, offset, &header).map_err(|e| io_error("Cannot write block", e))
-            })
-            .await?;
+        let settings = bucket.settings();
+        let meta = RecordMeta {
+            content_type: record.content_type.clone(),
         }
-        // On failure, dropping the reservation marks the frame discarded again.
+        .encode();
+        let mut reservation = entry.reserve(record.timestamp, record.content_length, &meta, &settings)?;
+        // On any failure from here, dropping the reservation marks its frame discarded.
+        reservation.receive(body).await?;
+        self.syncer.mark_dirty(&reservation.file);
         entry.commit(&bucket, &mut reservation, &record.content_type)?;
         drop(reservation);
+        self.syncer.durable().await?;
         if settings.quota_type == QuotaType::Fifo {
-            self.enforce_quota(&bucket)?;
+            bucket.enforce_quota()?;
         }
         Ok(())
     }
@@ -793,8 +388,8 @@ impl StorageApi for Storage {
         timestamp: Option<u64>,
     ) -> Result<(RecordInfo, ByteStream)> {
         let (entry, info, value) = self.lookup(bucket, entry, timestamp)?;
-        let path = block::block_path(&entry.dir, value.block_id);
-        let stream = payload_stream(path, value, info.timestamp).await?;
+        let path = crate::block::block_path(&entry.dir, value.block_id);
+        let stream = crate::read::payload_stream(path, value, info.timestamp).await?;
         Ok((info, stream))
     }
 
@@ -840,7 +435,11 @@ impl std::fmt::Debug for Storage {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use futures::StreamExt;
+
     use super::*;
+    use crate::block::{self, FrameHeader, FrameState};
 
     fn body(parts: &[&'static [u8]]) -> ByteStream {
         futures::stream::iter(
@@ -871,7 +470,7 @@ mod tests {
         Ok(data)
     }
 
-    fn open(dir: &std::path::Path) -> Storage {
+    fn open(dir: &std::path::Path) -> Arc<Storage> {
         Storage::open(&StorageConfig::new(dir)).unwrap()
     }
 
@@ -937,7 +536,7 @@ mod tests {
         let block = std::fs::read(block::block_path(&dir.path().join("blocks/b/e"), 0)).unwrap();
         let first = FrameHeader::decode(&block).unwrap();
         assert_eq!(first.state, FrameState::Discarded);
-        let second = FrameHeader::decode(&block[(HEADER_LEN + 5) as usize..]).unwrap();
+        let second = FrameHeader::decode(&block[first.frame_len() as usize..]).unwrap();
         assert_eq!(
             (second.state, second.timestamp, second.length),
             (FrameState::Committed, 2, 2)
@@ -996,7 +595,7 @@ mod tests {
                     .unwrap();
             }
             let details = storage.get_bucket("b").await.unwrap();
-            storage.flush().unwrap();
+            storage.close().await.unwrap();
             details
         };
         let storage = open(dir.path());
@@ -1063,7 +662,8 @@ mod tests {
             .unwrap();
         let path = block::block_path(&dir.path().join("blocks/b/e"), 0);
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[HEADER_LEN as usize] ^= 0xff;
+        let header = FrameHeader::decode(&bytes).unwrap();
+        bytes[header.payload_offset(0) as usize] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
         let error = read_all(&storage, "e", 1).await.unwrap_err();
         assert_eq!(error.kind, ErrorKind::Internal);

@@ -24,7 +24,7 @@ struct Node {
 impl Node {
     async fn start() -> Node {
         let data = tempfile::tempdir().unwrap();
-        let storage: Arc<dyn StorageApi> = Arc::new(Storage::open(&StorageConfig::new(data.path())).unwrap());
+        let storage: Arc<dyn StorageApi> = Storage::open(&StorageConfig::new(data.path())).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -254,8 +254,7 @@ async fn the_client_recovers_when_the_node_comes_back() {
     assert!(error.message.contains(&node.url), "{error:?}");
 
     // The same data on the same address: the old client reconnects by itself.
-    let storage: Arc<dyn StorageApi> =
-        Arc::new(Storage::open(&StorageConfig::new(node.data.path())).unwrap());
+    let storage: Arc<dyn StorageApi> = Storage::open(&StorageConfig::new(node.data.path())).unwrap();
     let listener = TcpListener::bind(node.url.trim_start_matches("http://"))
         .await
         .unwrap();
