@@ -28,6 +28,41 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use error::Error;
 
+/// The gateway program: parses the flags and serves until Ctrl-C or SIGTERM.
+pub fn main_from_args() -> std::process::ExitCode {
+    use clap::Parser;
+    use std::process::ExitCode;
+    let config = Config::parse();
+    if let Err(e) = proto::runtime::init_logging(&config.log_level) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match start(config, proto::runtime::shutdown_signal()).await {
+            Ok(server) => server,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!("serving the HTTP API on http://{}", server.local_addr);
+        match server.wait().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -14,6 +15,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -32,9 +34,12 @@ impl ServerProcess {
             .take()
             .ok_or_else(|| std::io::Error::other("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
         let addr = tokio::time::timeout(START_TIMEOUT, async {
             while let Some(line) = lines.next_line().await? {
-                if let Some(addr) = listen_address(&line) {
+                let addr = listen_address(&line);
+                log.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                if let Some(addr) = addr {
                     return Ok(addr);
                 }
             }
@@ -43,8 +48,18 @@ impl ServerProcess {
         .await
         .map_err(|_| std::io::Error::other("the server did not start in time"))??;
         // Keep draining the log so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, addr })
+        let kept = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                kept.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        Ok(Self { child, addr, log })
+    }
+
+    /// The lines the server has logged so far (up to where it said it listens, at least).
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Peak resident memory of the process so far, in bytes (Linux).

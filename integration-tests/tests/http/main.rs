@@ -2,6 +2,7 @@
 
 mod bucket;
 mod cluster;
+mod durability;
 mod entry;
 mod persistence;
 mod query;
