@@ -75,15 +75,11 @@ async fn acknowledged_records_survive_repeated_kills_and_partial_ones_never_show
                 .unwrap();
             assert_eq!(response.status(), 200);
         }
-        let readable = {
-            let log = log.lock().unwrap();
-            let snapshot = Log {
-                written: log.written.clone(),
-                acknowledged_this_round: 0,
-            };
-            drop(log);
-            verify(&base, &snapshot).await
+        let snapshot = Log {
+            written: log.lock().unwrap().written.clone(),
+            acknowledged_this_round: 0,
         };
+        let readable = verify(&base, &snapshot).await;
         if readable > 0 {
             let bucket: serde_json::Value = serde_json::from_str(
                 &client
