@@ -15,7 +15,6 @@ use futures::StreamExt;
 use proto::api::ByteStream;
 use proto::types::*;
 use proto::{Error, Result};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::block::{self, FrameHeader, FrameState, HEADER_LEN};
 use crate::keys::{self, BlockStats, RecordValue};
@@ -192,6 +191,15 @@ impl Bucket {
         }
     }
 
+    /// Writes the block statistics of every entry to the index.
+    pub fn persist_stats(&self) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for entry in read(&self.entries).values() {
+            entry.persist_stats(&mut batch);
+        }
+        self.tree.apply_batch(batch).map_err(index_error)
+    }
+
     /// Removes the oldest blocks of a FIFO bucket until it is back under its quota. Blocks with
     /// records still being written are kept.
     pub fn enforce_quota(&self) -> Result<()> {
@@ -353,8 +361,8 @@ impl Entry {
         }
     }
 
-    /// Makes a fully written record visible: its index entry and its block's statistics change
-    /// in one transaction.
+    /// Makes a fully written record visible. Only its index entry is written; the block
+    /// statistics change in memory and reach the index at a clean shutdown.
     pub fn commit(&self, bucket: &Bucket, reservation: &mut Reservation, content_type: &str) -> Result<()> {
         let header = reservation.header;
         let mut state = lock(&self.state);
@@ -362,13 +370,6 @@ impl Entry {
             return Err(Error::bucket_not_found(&bucket.name));
         }
         let record_key = keys::record_key(&self.name, header.timestamp);
-        let block_key = keys::block_key(&self.name, reservation.block_id);
-        let mut stats = state
-            .blocks
-            .get(&reservation.block_id)
-            .copied()
-            .unwrap_or_default();
-        stats.add(header.timestamp, header.length);
         let value = RecordValue {
             block_id: reservation.block_id,
             offset: reservation.offset,
@@ -378,27 +379,32 @@ impl Entry {
             content_type: content_type.to_string(),
         }
         .encode();
-        let stats_value = stats.encode();
-        let result = bucket.tree.transaction(|tx| {
-            if tx.get(&record_key)?.is_some() {
-                return Err(ConflictableTransactionError::Abort(()));
-            }
-            tx.insert(record_key.as_slice(), value.as_slice())?;
-            tx.insert(block_key.as_slice(), stats_value.as_slice())?;
-            Ok(())
-        });
-        match result {
-            Ok(()) => {
-                state.blocks.insert(reservation.block_id, stats);
-                reservation.done = true;
-                finish_in_flight(&mut state, reservation.block_id);
-                Ok(())
-            }
-            Err(TransactionError::Abort(())) => Err(Error::conflict(format!(
+        // Inserted only if absent: of racing writers of one timestamp, exactly one wins.
+        let swapped = bucket
+            .tree
+            .compare_and_swap(record_key, None as Option<&[u8]>, Some(value))
+            .map_err(index_error)?;
+        if swapped.is_err() {
+            return Err(Error::conflict(format!(
                 "A record with timestamp {} already exists",
                 header.timestamp
-            ))),
-            Err(TransactionError::Storage(e)) => Err(index_error(e)),
+            )));
+        }
+        state
+            .blocks
+            .entry(reservation.block_id)
+            .or_default()
+            .add(header.timestamp, header.length);
+        reservation.done = true;
+        finish_in_flight(&mut state, reservation.block_id);
+        Ok(())
+    }
+
+    /// Writes the statistics of every block to the index (done at a clean shutdown; after any
+    /// other, recovery counts them again from the records).
+    fn persist_stats(&self, batch: &mut sled::Batch) {
+        for (block_id, stats) in &lock(&self.state).blocks {
+            batch.insert(keys::block_key(&self.name, *block_id), stats.encode());
         }
     }
 }

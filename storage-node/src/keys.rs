@@ -2,8 +2,9 @@
 //!
 //! Each bucket has its own tree. In it, records are under `r <entry> 0 <ts big-endian>` (so a
 //! range scan walks an entry's records in timestamp order) and the statistics of each block are
-//! under `b <entry> 0 <block id big-endian>`. Both kinds of key are updated in one transaction
-//! when a record is committed, so the statistics always agree with the index.
+//! under `b <entry> 0 <block id big-endian>`. A write changes one record key; block statistics
+//! are kept in memory and written at a clean shutdown (after any other, recovery counts them
+//! again from the records), so they always agree with the index when it is read.
 
 use proto::{Error, Result};
 

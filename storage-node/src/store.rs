@@ -175,6 +175,9 @@ impl Storage {
     /// Syncs everything written and marks the shutdown clean, so the next start need not check
     /// the blocks. Writes after this are not covered by the mark.
     pub async fn close(&self) -> Result<()> {
+        for bucket in self.all_buckets() {
+            bucket.persist_stats()?;
+        }
         self.syncer.sync_now().await?;
         self.db
             .insert(CLEAN_SHUTDOWN, b"1".as_slice())
