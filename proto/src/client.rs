@@ -164,23 +164,37 @@ fn write_messages(
     body: ByteStream,
     abort: tokio::sync::oneshot::Sender<Error>,
 ) -> impl futures::Stream<Item = pb::WriteRecordMessage> + Send + 'static {
-    type State = (ByteStream, Option<tokio::sync::oneshot::Sender<Error>>);
-    let chunks = futures::stream::unfold(
-        (split_chunks(body), Some(abort)),
-        |(mut body, mut abort): State| async move {
-            match body.next().await {
-                Some(Ok(chunk)) => Some((convert::write_chunk(chunk), (body, abort))),
-                Some(Err(error)) => {
-                    if let Some(abort) = abort.take() {
-                        let _ = abort.send(error);
-                    }
-                    futures::future::pending().await
-                }
-                None => None,
+    struct State {
+        body: ByteStream,
+        abort: Option<tokio::sync::oneshot::Sender<Error>>,
+        hasher: Option<crc32fast::Hasher>,
+    }
+    let state = State {
+        body: split_chunks(body),
+        abort: Some(abort),
+        hasher: Some(crc32fast::Hasher::new()),
+    };
+    let messages = futures::stream::unfold(state, |mut state| async move {
+        let hasher = state.hasher.as_mut()?;
+        match state.body.next().await {
+            Some(Ok(chunk)) => {
+                hasher.update(&chunk);
+                Some((convert::write_chunk(chunk), state))
             }
-        },
-    );
-    futures::stream::once(async move { pb::WriteRecordMessage::from(record) }).chain(chunks)
+            Some(Err(error)) => {
+                // Never ends the stream: the call is dropped, so the node sees no end mark.
+                if let Some(abort) = state.abort.take() {
+                    let _ = abort.send(error);
+                }
+                futures::future::pending().await
+            }
+            None => {
+                let checksum = state.hasher.take()?.finalize();
+                Some((convert::write_end(checksum), state))
+            }
+        }
+    });
+    futures::stream::once(async move { pb::WriteRecordMessage::from(record) }).chain(messages)
 }
 
 #[async_trait]

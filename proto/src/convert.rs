@@ -297,6 +297,15 @@ pub fn write_chunk(chunk: Bytes) -> pb::WriteRecordMessage {
     }
 }
 
+/// The last message of a write.
+pub fn write_end(checksum: u32) -> pb::WriteRecordMessage {
+    pb::WriteRecordMessage {
+        kind: Some(pb::write_record_message::Kind::End(pb::WriteRecordEnd {
+            checksum,
+        })),
+    }
+}
+
 /// A payload chunk as a message of a read.
 pub fn read_chunk(chunk: Bytes) -> pb::ReadRecordMessage {
     pb::ReadRecordMessage {

@@ -50,24 +50,58 @@ pub async fn serve(
         .map_err(|e| Error::internal(format!("The storage gRPC server failed: {e}")))
 }
 
-/// The payload of a write, from the messages after its header.
+/// The payload of a write, from the messages after its header. It ends cleanly only at the end
+/// mark, after checking the payload's checksum; a stream that stops before the mark or breaks is
+/// an error, so the storage never commits an upload cut short, however many bytes arrived.
 fn write_body(messages: Streaming<pb::WriteRecordMessage>) -> ByteStream {
-    messages
-        .map(|message| match message {
-            Ok(pb::WriteRecordMessage {
-                kind: Some(pb::write_record_message::Kind::Chunk(chunk)),
-            }) => Ok(chunk),
-            Ok(_) => Err(Error::bad_request(
+    use pb::write_record_message::Kind;
+    struct State {
+        messages: Streaming<pb::WriteRecordMessage>,
+        hasher: crc32fast::Hasher,
+        ended: bool,
+    }
+    let state = State {
+        messages,
+        hasher: crc32fast::Hasher::new(),
+        ended: false,
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        if state.ended {
+            return None;
+        }
+        let item = match state.messages.next().await {
+            Some(Ok(pb::WriteRecordMessage {
+                kind: Some(Kind::Chunk(chunk)),
+            })) => {
+                state.hasher.update(&chunk);
+                Ok(chunk)
+            }
+            Some(Ok(pb::WriteRecordMessage {
+                kind: Some(Kind::End(end)),
+            })) => {
+                state.ended = true;
+                if state.hasher.clone().finalize() == end.checksum {
+                    return None;
+                }
+                Err(Error::bad_request(
+                    "The upload arrived damaged: its checksum does not match",
+                ))
+            }
+            Some(Ok(_)) => Err(Error::bad_request(
                 "A write carries its header in its first message only",
             )),
-            // The storage fails the write on this error, so a broken upload never becomes a
-            // record, however many bytes arrived.
-            Err(status) => Err(Error::bad_request(format!(
+            Some(Err(status)) => Err(Error::bad_request(format!(
                 "The upload was interrupted: {}",
                 status.message()
             ))),
-        })
-        .boxed()
+            None => Err(Error::bad_request("The upload was interrupted before its end")),
+        };
+        if item.is_err() {
+            state.ended = true;
+        }
+        Some((item, state))
+    })
+    .boxed()
 }
 
 #[tonic::async_trait]
