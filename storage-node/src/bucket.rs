@@ -18,7 +18,7 @@ use proto::{Error, Result};
 
 use crate::block::{self, FrameHeader, FrameState, HEADER_LEN};
 use crate::keys::{self, BlockStats, RecordValue};
-use crate::util::{blocking, index_error, io_error, lock, read, write_atomically};
+use crate::util::{blocking, file_io, index_error, io_error, lock, read, write_atomically};
 
 /// Payload bytes gathered before one write to the block file.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -451,7 +451,7 @@ impl Reservation {
         self.header.checksum = hasher.finalize();
         self.header.state = FrameState::Committed;
         let (file, offset, header) = (self.file.clone(), self.offset, self.header);
-        blocking(move || {
+        file_io(buffer.len() as u64, move || {
             use std::os::unix::fs::FileExt;
             if !buffer.is_empty() {
                 file.write_all_at(&buffer, payload_start + written)

@@ -13,7 +13,7 @@ use proto::{Error, Result};
 
 use crate::block::{self, FrameHeader, FrameState, HEADER_LEN};
 use crate::keys::RecordValue;
-use crate::util::{blocking, io_error};
+use crate::util::{blocking, file_io, io_error};
 
 /// Size of the chunks a read streams.
 const READ_CHUNK: u64 = 256 * 1024;
@@ -21,7 +21,7 @@ const READ_CHUNK: u64 = 256 * 1024;
 pub async fn payload_stream(path: PathBuf, value: RecordValue, timestamp: u64) -> Result<ByteStream> {
     let damaged = move |what: &str| Error::internal(format!("Record {timestamp} is damaged: {what}"));
     let length = value.length;
-    let (file, payload_offset, first) = blocking(move || {
+    let (file, payload_offset, first) = file_io(length, move || {
         let file = block::open_block(&path).map_err(|e| match e.kind() {
             // The quota removed the block since the index was read.
             std::io::ErrorKind::NotFound => Error::not_found(format!("No record with timestamp {timestamp}")),

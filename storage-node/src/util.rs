@@ -43,6 +43,22 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 
         .map_err(|e| Error::internal(format!("I/O task failed: {e}")))?
 }
 
+/// File I/O up to this many bytes runs on the async thread itself: it only copies to or from the
+/// page cache, which takes less time than handing the work to another thread and back.
+pub const INLINE_IO_BYTES: u64 = 64 * 1024;
+
+/// Runs `f` inline when it moves at most [`INLINE_IO_BYTES`], else off the async threads.
+pub async fn file_io<T: Send + 'static>(
+    bytes: u64,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if bytes <= INLINE_IO_BYTES {
+        f()
+    } else {
+        blocking(f).await
+    }
+}
+
 /// Bytes available to this process on the volume of `path`.
 pub fn available_bytes(path: &Path) -> std::io::Result<u64> {
     let stat = rustix::fs::statvfs(path)?;
