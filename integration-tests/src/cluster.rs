@@ -1,6 +1,9 @@
 //! The cluster layout in one test process: a storage node and a query service, each a gRPC server
-//! on its own port, and gateways that reach them only over the network.
+//! on its own port, and gateways that reach them only over the network. Either service can be
+//! stopped and started again on the same address.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use proto::api::StorageApi;
@@ -10,51 +13,114 @@ use storage_node::{Storage, StorageConfig};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::TestServer;
+
+/// A service running on a fixed address until stopped.
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("the service stops");
+    }
+}
 
 pub struct Cluster {
     pub storage_url: String,
     pub query_url: String,
-    _dir: TempDir,
-    _stops: Vec<oneshot::Sender<()>>,
-}
-
-async fn listener() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    (listener, url)
+    storage_addr: SocketAddr,
+    query_addr: SocketAddr,
+    dir: TempDir,
+    storage: Option<Running>,
+    query: Option<Running>,
 }
 
 impl Cluster {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let mut stops = Vec::new();
+        let storage_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let query_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let storage_addr = storage_listener.local_addr().expect("address");
+        let query_addr = query_listener.local_addr().expect("address");
+        let mut cluster = Self {
+            storage_url: format!("http://{storage_addr}"),
+            query_url: format!("http://{query_addr}"),
+            storage_addr,
+            query_addr,
+            dir,
+            storage: None,
+            query: None,
+        };
+        cluster.serve_storage(storage_listener);
+        cluster.serve_query(query_listener);
+        cluster
+    }
 
-        let storage = Storage::open(&StorageConfig::new(dir.path().join("storage"))).expect("storage");
-        let (storage_listener, storage_url) = listener().await;
+    fn storage_path(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    fn serve_storage(&mut self, listener: TcpListener) {
+        let storage = Storage::open(&StorageConfig::new(self.storage_path())).expect("storage opens");
         let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        tokio::spawn(storage_node::grpc::serve(storage, storage_listener, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(async move {
+            let service: Arc<dyn StorageApi> = storage.clone();
+            storage_node::grpc::serve(service, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("the storage node serves");
+            storage.close().await.expect("the storage closes");
+        });
+        self.storage = Some(Running { stop, task });
+    }
 
-        let remote: Arc<dyn StorageApi> = Arc::new(RemoteStorage::new(&storage_url).expect("storage client"));
-        let query =
-            QueryService::start(remote, QueryConfig::new(dir.path().join("query"))).expect("query service");
-        let (query_listener, query_url) = listener().await;
+    fn serve_query(&mut self, listener: TcpListener) {
+        let remote: Arc<dyn StorageApi> =
+            Arc::new(RemoteStorage::new(&self.storage_url).expect("storage client"));
+        let config = QueryConfig::new(self.dir.path().join("query"));
+        let query = QueryService::start(remote, config).expect("query service");
         let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        tokio::spawn(query_service::grpc::serve(query, query_listener, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(async move {
+            query_service::grpc::serve(query, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("the query service serves");
+        });
+        self.query = Some(Running { stop, task });
+    }
 
-        Self {
-            storage_url,
-            query_url,
-            _dir: dir,
-            _stops: stops,
+    /// Stops the storage node gracefully; its address stays reserved for [`Self::start_storage`].
+    pub async fn stop_storage(&mut self) {
+        if let Some(running) = self.storage.take() {
+            running.stop().await;
         }
+    }
+
+    pub async fn start_storage(&mut self) {
+        let listener = TcpListener::bind(self.storage_addr)
+            .await
+            .expect("the storage address is free again");
+        self.serve_storage(listener);
+    }
+
+    pub async fn stop_query(&mut self) {
+        if let Some(running) = self.query.take() {
+            running.stop().await;
+        }
+    }
+
+    pub async fn start_query(&mut self) {
+        let listener = TcpListener::bind(self.query_addr)
+            .await
+            .expect("the query address is free again");
+        self.serve_query(listener);
     }
 
     /// A gateway in front of this cluster's services.

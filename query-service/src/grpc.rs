@@ -32,7 +32,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<QueryServer<GrpcQuery>>().await;
     tonic::transport::Server::builder()
+        .add_service(health_service)
         .add_service(QueryServer::new(GrpcQuery::new(query)))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

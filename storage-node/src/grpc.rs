@@ -41,9 +41,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<StorageServer<GrpcStorage>>().await;
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEP_ALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
+        .add_service(health_service)
         .add_service(StorageServer::new(GrpcStorage::new(storage)))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
