@@ -50,9 +50,8 @@ pub struct Config {
     #[arg(long, env = "RS_MAX_QUERIES", default_value_t = 10_000)]
     pub max_queries: usize,
 
-    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
-    #[arg(long, env = "RS_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    #[command(flatten)]
+    pub logs: proto::telemetry::LogArgs,
 }
 
 impl Config {

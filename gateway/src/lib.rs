@@ -4,12 +4,14 @@
 //! - [`start`]: builds the services (in process, or clients of remote ones) and serves until the
 //!   shutdown signal.
 //! - `routes`: thin handlers, one module per part of the API; `extract`: request parsing;
-//!   `error`: errors as HTTP responses; `layers`: headers, authentication and CORS on every route.
+//!   `error`: errors as HTTP responses; `layers`: headers, authentication and CORS on every route;
+//!   `observe`: a span and metrics for every request. `GET /metrics` serves the metrics.
 
 pub mod config;
 mod error;
 mod extract;
 mod layers;
+mod observe;
 mod routes;
 
 use std::future::Future;
@@ -31,35 +33,11 @@ pub use error::Error;
 /// The gateway program: parses the flags and serves until Ctrl-C or SIGTERM.
 pub fn main_from_args() -> std::process::ExitCode {
     use clap::Parser;
-    use std::process::ExitCode;
     let config = Config::parse();
-    if let Err(e) = proto::runtime::init_logging(&config.log_level) {
-        eprintln!("{e}");
-        return ExitCode::FAILURE;
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let server = match start(config, proto::runtime::shutdown_signal()).await {
-            Ok(server) => server,
-            Err(e) => {
-                tracing::error!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    proto::runtime::run_program("gateway", &config.logs.clone(), || async move {
+        let server = start(config, proto::runtime::shutdown_signal()).await?;
         tracing::info!("serving the HTTP API on http://{}", server.local_addr);
-        match server.wait().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e}");
-                ExitCode::FAILURE
-            }
-        }
+        server.wait().await.map_err(|e| Error::internal(e.to_string()))
     })
 }
 
@@ -155,9 +133,15 @@ fn router(config: &Config, state: AppState) -> Router {
             get(entry::read).head(entry::head).post(entry::write),
         )
         .route("/b/{bucket}/{entry}/q", get(entry::query))
+        .route_layer(axum::middleware::from_fn_with_state(
+            observe::HttpMetrics::new(),
+            observe::observe,
+        ))
         .with_state(state);
     let base = config.base_path();
     let api_path = format!("{base}/api/v1");
-    let app = Router::new().nest(&api_path, api);
+    let app = Router::new()
+        .nest(&api_path, api)
+        .route("/metrics", get(proto::runtime::metrics));
     layers::apply(app, config, api_path)
 }

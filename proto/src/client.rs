@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::api::{ByteStream, QueryApi, StorageApi};
@@ -31,6 +32,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A channel whose calls carry the caller's trace context.
+type Traced =
+    InterceptedService<Channel, fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>>;
+
+fn propagate_context(request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    crate::telemetry::propagate(request)
+}
 
 /// Which service a client talks to, for error messages.
 #[derive(Debug, Clone)]
@@ -120,7 +129,7 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct RemoteStorage {
     target: Target,
-    client: StorageClient<Channel>,
+    client: StorageClient<Traced>,
 }
 
 impl RemoteStorage {
@@ -130,11 +139,11 @@ impl RemoteStorage {
         let (target, channel) = Target::connect("Storage node", url)?;
         Ok(Self {
             target,
-            client: StorageClient::new(channel),
+            client: StorageClient::with_interceptor(channel, propagate_context),
         })
     }
 
-    fn client(&self) -> StorageClient<Channel> {
+    fn client(&self) -> StorageClient<Traced> {
         self.client.clone()
     }
 }
@@ -340,7 +349,7 @@ impl StorageApi for RemoteStorage {
 #[derive(Debug, Clone)]
 pub struct RemoteQuery {
     target: Target,
-    client: QueryClient<Channel>,
+    client: QueryClient<Traced>,
 }
 
 impl RemoteQuery {
@@ -350,7 +359,7 @@ impl RemoteQuery {
         let (target, channel) = Target::connect("Query service", url)?;
         Ok(Self {
             target,
-            client: QueryClient::new(channel),
+            client: QueryClient::with_interceptor(channel, propagate_context),
         })
     }
 }

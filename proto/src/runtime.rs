@@ -1,18 +1,43 @@
-//! What every service binary does the same way around its server: logging and the shutdown
-//! signal.
+//! What every service program does the same way around its server: the runtime, telemetry, the
+//! shutdown signal, the exit code, and the admin endpoint with the metrics.
 
-/// Starts the log subscriber with `filter` (`info`, `debug`, or a tracing directive). A filter
-/// that does not parse is an error naming it, so a typo does not silently hide logs.
-pub fn init_logging(filter: &str) -> Result<(), String> {
-    let parsed = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| format!("Log level '{filter}' is invalid: {e}"))?;
-    // A subscriber set before (by a test harness, say) is kept.
-    let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(parsed)
-        .with_ansi(colours)
-        .try_init();
-    Ok(())
+use std::future::Future;
+use std::process::ExitCode;
+
+use crate::telemetry::{self, LogArgs};
+
+/// Runs a service program: a multi-threaded runtime, telemetry for `service`, then `run` to its
+/// end. Errors are logged; telemetry is flushed before the process exits.
+pub fn run_program<Fut>(service: &'static str, logs: &LogArgs, run: impl FnOnce() -> Fut) -> ExitCode
+where
+    Fut: Future<Output = crate::Result<()>>,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{service}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let telemetry = match telemetry::init(service, logs) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("{service}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = run().await;
+        if let Err(e) = &result {
+            tracing::error!("{e}");
+        }
+        drop(telemetry);
+        if result.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    })
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -30,4 +55,33 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
+}
+
+/// Binds `address` and serves `GET /metrics` (Prometheus text) there, in the background, for as
+/// long as the runtime runs. Returns the bound address.
+pub async fn serve_metrics(address: &str) -> crate::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| crate::Error::internal(format!("Cannot listen for metrics on {address}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| crate::Error::internal(e.to_string()))?;
+    let app = axum::Router::new().route("/metrics", axum::routing::get(metrics));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the metrics endpoint failed: {e}");
+        }
+    });
+    Ok(bound)
+}
+
+/// The metrics as a Prometheus scrape answer.
+pub async fn metrics() -> impl axum::response::IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        telemetry::prometheus_text(),
+    )
 }

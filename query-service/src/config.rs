@@ -50,9 +50,12 @@ pub struct ServiceConfig {
     #[arg(long, env = "RS_MAX_QUERIES", default_value_t = QueryConfig::DEFAULT_MAX_QUERIES)]
     pub max_queries: usize,
 
-    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
-    #[arg(long, env = "RS_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    /// Address of the admin endpoint serving GET /metrics (Prometheus text).
+    #[arg(long, env = "RS_QUERY_METRICS_LISTEN", default_value = "127.0.0.1:9385")]
+    pub metrics_listen: String,
+
+    #[command(flatten)]
+    pub logs: proto::telemetry::LogArgs,
 }
 
 impl ServiceConfig {

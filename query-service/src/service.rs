@@ -15,6 +15,10 @@ use crate::config::QueryConfig;
 use crate::ids::IdAllocator;
 
 pub struct QueryService {
+    /// Queries removed because their TTL passed (no-op until telemetry is set up).
+    expired: opentelemetry::metrics::Counter<u64>,
+    /// Keeps the live-queries callback registered.
+    _live: opentelemetry::metrics::ObservableGauge<u64>,
     storage: Arc<dyn StorageApi>,
     config: QueryConfig,
     ids: Mutex<IdAllocator>,
@@ -54,11 +58,30 @@ impl QueryService {
     /// when the service is dropped.
     pub fn start(storage: Arc<dyn StorageApi>, config: QueryConfig) -> Result<Arc<Self>> {
         let ids = IdAllocator::open(&config.data_path)?;
-        let service = Arc::new(Self {
-            storage,
-            config,
-            ids: Mutex::new(ids),
-            queries: Mutex::new(HashMap::new()),
+        let meter = opentelemetry::global::meter("query-service");
+        let expired = meter
+            .u64_counter("reduct_queries_expired")
+            .with_description("Queries removed after their TTL")
+            .build();
+        let service = Arc::new_cyclic(|weak: &Weak<Self>| {
+            let weak = weak.clone();
+            let live = meter
+                .u64_observable_gauge("reduct_queries_live")
+                .with_description("Queries open now")
+                .with_callback(move |observer| {
+                    if let Some(service) = weak.upgrade() {
+                        observer.observe(service.live_queries() as u64, &[]);
+                    }
+                })
+                .build();
+            Self {
+                expired,
+                _live: live,
+                storage,
+                config,
+                ids: Mutex::new(ids),
+                queries: Mutex::new(HashMap::new()),
+            }
         });
         let weak: Weak<Self> = Arc::downgrade(&service);
         let period = service.config.expiry_interval;
@@ -88,7 +111,9 @@ impl QueryService {
         let mut queries = self.queries();
         let before = queries.len();
         queries.retain(|_, query| !query.expired(now));
-        before - queries.len()
+        let removed = before - queries.len();
+        self.expired.add(removed as u64, &[]);
+        removed
     }
 
     async fn fill(&self, query: &Query, cursor: &mut Cursor) -> Result<()> {
@@ -159,7 +184,9 @@ impl QueryApi for QueryService {
                 query
             }
             Some(query) if query.expired(Instant::now()) => {
-                self.queries().remove(&id);
+                if self.queries().remove(&id).is_some() {
+                    self.expired.add(1, &[]);
+                }
                 return Err(Error::query_not_found(id));
             }
             _ => return Err(Error::query_not_found(id)),

@@ -90,7 +90,10 @@ pub struct NodeConfig {
     #[command(flatten)]
     pub storage: StorageArgs,
 
-    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
-    #[arg(long, env = "RS_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    /// Address of the admin endpoint serving GET /metrics (Prometheus text).
+    #[arg(long, env = "RS_STORAGE_METRICS_LISTEN", default_value = "127.0.0.1:9384")]
+    pub metrics_listen: String,
+
+    #[command(flatten)]
+    pub logs: proto::telemetry::LogArgs,
 }

@@ -20,6 +20,7 @@ use crate::block::RecordMeta;
 use crate::bucket::{self, Bucket, Entry, SETTINGS_FILE};
 use crate::config::StorageConfig;
 use crate::keys::{self, RecordValue};
+use crate::metrics::StorageMetrics;
 use crate::recovery::{self, Report};
 use crate::sync::Syncer;
 use crate::util::{available_bytes, blocking, index_error, io_error, read, sync_dir, write_atomically};
@@ -31,6 +32,9 @@ const NEW_PREFIX: &str = ".new-";
 const TRASH_PREFIX: &str = ".trash-";
 
 pub struct Storage {
+    metrics: StorageMetrics,
+    /// Keeps the usage-per-bucket callback registered.
+    _usage: opentelemetry::metrics::ObservableGauge<u64>,
     config: StorageConfig,
     blocks_dir: PathBuf,
     db: sled::Db,
@@ -162,13 +166,31 @@ impl Storage {
             );
         }
         db.flush().map_err(index_error)?;
-        let syncer = Syncer::start(config.sync, db.clone());
-        Ok(Arc::new(Storage {
-            config: config.clone(),
-            blocks_dir,
-            db,
-            syncer,
-            buckets: RwLock::new(buckets),
+        let metrics = StorageMetrics::new();
+        let syncer = Syncer::start(config.sync, db.clone(), metrics.sync_duration.clone());
+        Ok(Arc::new_cyclic(|weak: &std::sync::Weak<Storage>| {
+            let weak = weak.clone();
+            let usage = crate::metrics::meter()
+                .u64_observable_gauge("reduct_storage_usage")
+                .with_unit("By")
+                .with_description("Payload bytes stored, per bucket")
+                .with_callback(move |observer| {
+                    let Some(storage) = weak.upgrade() else { return };
+                    for bucket in storage.all_buckets() {
+                        let name = opentelemetry::KeyValue::new("bucket", bucket.name.clone());
+                        observer.observe(bucket.info().size, &[name]);
+                    }
+                })
+                .build();
+            Storage {
+                metrics,
+                _usage: usage,
+                config: config.clone(),
+                blocks_dir,
+                db,
+                syncer,
+                buckets: RwLock::new(buckets),
+            }
         }))
     }
 
@@ -377,6 +399,8 @@ impl StorageApi for Storage {
         entry.commit(&bucket, &mut reservation, &record.content_type)?;
         drop(reservation);
         self.syncer.durable().await?;
+        self.metrics.records_written.add(1, &[]);
+        self.metrics.bytes_written.add(record.content_length, &[]);
         if settings.quota_type == QuotaType::Fifo {
             bucket.enforce_quota()?;
         }
@@ -396,6 +420,8 @@ impl StorageApi for Storage {
         let (entry, info, value) = self.lookup(bucket, entry, timestamp)?;
         let path = crate::block::block_path(&entry.dir, value.block_id);
         let stream = crate::read::payload_stream(path, value, info.timestamp).await?;
+        self.metrics.records_read.add(1, &[]);
+        self.metrics.bytes_read.add(info.size, &[]);
         Ok((info, stream))
     }
 

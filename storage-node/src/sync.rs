@@ -33,11 +33,16 @@ pub struct Syncer {
     wake: Arc<Notify>,
     /// One sync at a time, so generations are published in order.
     running: tokio::sync::Mutex<()>,
+    duration: opentelemetry::metrics::Histogram<f64>,
 }
 
 impl Syncer {
     /// Starts the syncer and its background task, which ends when the syncer is dropped.
-    pub fn start(mode: SyncMode, db: sled::Db) -> Arc<Syncer> {
+    pub fn start(
+        mode: SyncMode,
+        db: sled::Db,
+        duration: opentelemetry::metrics::Histogram<f64>,
+    ) -> Arc<Syncer> {
         let syncer = Arc::new(Syncer {
             mode,
             db,
@@ -46,6 +51,7 @@ impl Syncer {
             synced: watch::Sender::new(Synced::default()),
             wake: Arc::new(Notify::new()),
             running: tokio::sync::Mutex::new(()),
+            duration,
         });
         tokio::spawn(run(Arc::downgrade(&syncer), syncer.wake.clone(), mode));
         syncer
@@ -82,6 +88,7 @@ impl Syncer {
         let target = self.requested.load(Ordering::SeqCst);
         let files: Vec<Arc<File>> = std::mem::take(&mut *lock(&self.dirty)).into_values().collect();
         let db = self.db.clone();
+        let started = std::time::Instant::now();
         let result = blocking(move || {
             for file in files {
                 file.sync_data().map_err(|e| io_error("Cannot sync a block", e))?;
@@ -90,6 +97,7 @@ impl Syncer {
             Ok(())
         })
         .await;
+        self.duration.record(started.elapsed().as_secs_f64(), &[]);
         self.synced.send_modify(|synced| {
             synced.generation = synced.generation.max(target);
             synced.error = result.as_ref().err().map(|e| e.message.clone());
