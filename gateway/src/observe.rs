@@ -28,6 +28,7 @@ impl HttpMetrics {
             duration: meter
                 .f64_histogram("reduct_http_request_duration")
                 .with_unit("s")
+                .with_boundaries(proto::telemetry::seconds_buckets())
                 .with_description("Time to answer an HTTP request, up to the response headers")
                 .build(),
         })

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod process;
+pub mod prometheus;
 
 use std::path::{Path, PathBuf};
 

@@ -22,8 +22,14 @@ impl ServerProcess {
     /// Starts `binary` with `args` (which should include `--port 0`) and waits until its log says
     /// where it listens. The process is killed when this value is dropped.
     pub async fn spawn(binary: &Path, args: &[&str]) -> std::io::Result<Self> {
+        Self::spawn_with_env(binary, args, &[]).await
+    }
+
+    /// Like [`ServerProcess::spawn`], with environment variables.
+    pub async fn spawn_with_env(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Self> {
         let mut child = Command::new(binary)
             .args(args)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -62,6 +68,17 @@ impl ServerProcess {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Asks the process to stop (SIGTERM) and waits until it has.
+    pub async fn terminate(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await?;
+        }
+        self.child.wait().await
+    }
+
     /// Peak resident memory of the process so far, in bytes (Linux).
     pub fn peak_rss(&self) -> Option<u64> {
         let pid = self.child.id()?;
@@ -79,7 +96,7 @@ fn listen_address(line: &str) -> Option<SocketAddr> {
         .or_else(|| line.split_once("API on http://"))?;
     let addr: String = rest
         .chars()
-        .take_while(|c| !c.is_whitespace() && *c != '/' && *c != '\u{1b}')
+        .take_while(|c| !c.is_whitespace() && !['/', '\u{1b}', '"'].contains(c))
         .collect();
     addr.parse().ok()
 }

@@ -21,6 +21,14 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// Bucket boundaries of histograms of durations in seconds: from half a millisecond (a small
+/// record in the page cache) to a minute (gigabytes over a slow link).
+pub fn seconds_buckets() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ]
+}
+
 /// The registry behind [`prometheus_text`], set by [`init`].
 static REGISTRY: OnceLock<prometheus::Registry> = OnceLock::new();
 

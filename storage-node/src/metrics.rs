@@ -39,6 +39,7 @@ impl StorageMetrics {
             sync_duration: meter
                 .f64_histogram("reduct_fsync_duration")
                 .with_unit("s")
+                .with_boundaries(proto::telemetry::seconds_buckets())
                 .with_description("Time to force written blocks and the index to disk")
                 .build(),
         }

@@ -2,6 +2,7 @@
 
 mod crash;
 mod disk;
+mod telemetry;
 
 use std::path::{Path, PathBuf};
 
