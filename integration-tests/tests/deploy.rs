@@ -8,6 +8,14 @@ use serde_yaml_ng::Value;
 
 const OUR_IMAGE: &str = "reductstore-rs:latest";
 
+/// Standard OpenTelemetry variables, read by the OpenTelemetry SDK rather than by our flags.
+const OPENTELEMETRY_VARIABLES: [&str; 4] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_BSP_SCHEDULE_DELAY",
+];
+
 fn program(name: &str) -> Option<clap::Command> {
     match name {
         "gateway" => Some(gateway::Config::command()),
@@ -63,6 +71,9 @@ fn every_compose_service_of_ours_runs_a_command_line_its_binary_accepts() {
         if let Some(environment) = service.get("environment").and_then(Value::as_mapping) {
             for (variable, value) in environment {
                 let variable = text(variable);
+                if OPENTELEMETRY_VARIABLES.contains(&variable.as_str()) {
+                    continue;
+                }
                 let flag = flag_for(&program, &variable)
                     .unwrap_or_else(|| panic!("{name}: {} does not read {variable}", command[0]));
                 args.push(flag);
@@ -119,5 +130,43 @@ fn nginx_streams_bodies_to_all_three_gateways() {
     }
     for gateway in ["gateway-1:8383", "gateway-2:8383", "gateway-3:8383"] {
         assert!(nginx.contains(gateway), "nginx.conf lacks {gateway}");
+    }
+}
+
+#[test]
+fn the_collector_forwards_traces_to_jaeger_and_metrics_to_prometheus() {
+    let collector: Value = serde_yaml_ng::from_str(&repository_file("deploy/otel-collector.yaml")).unwrap();
+    let pipelines = &collector["service"]["pipelines"];
+    let exporters = |pipeline: &str| -> Vec<String> {
+        pipelines[pipeline]["exporters"]
+            .as_sequence()
+            .expect("exporters")
+            .iter()
+            .map(text)
+            .collect()
+    };
+    assert_eq!(exporters("traces"), ["otlp/jaeger"]);
+    assert_eq!(exporters("metrics"), ["prometheus"]);
+    assert_eq!(
+        text(&collector["exporters"]["otlp/jaeger"]["endpoint"]),
+        "jaeger:4317"
+    );
+    let port = text(&collector["exporters"]["prometheus"]["endpoint"])
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let prometheus: Value = serde_yaml_ng::from_str(&repository_file("deploy/prometheus.yml")).unwrap();
+    let targets = &prometheus["scrape_configs"][0]["static_configs"][0]["targets"][0];
+    assert_eq!(text(targets), format!("otel-collector:{port}"));
+
+    let mut compose: Value = serde_yaml_ng::from_str(&repository_file("docker-compose.yml")).unwrap();
+    compose.apply_merge().unwrap();
+    for service in ["jaeger", "prometheus", "otel-collector"] {
+        assert!(
+            compose["services"].get(service).is_some(),
+            "compose lacks {service}"
+        );
     }
 }
