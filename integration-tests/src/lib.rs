@@ -2,6 +2,7 @@
 //! processes in [`process`]); the tests are in `tests/`.
 
 pub mod cluster;
+pub mod otlp;
 pub mod process;
 pub mod prometheus;
 
