@@ -53,37 +53,42 @@ pub async fn observe(
 ) -> Response {
     let route = route.as_str().to_string();
     let method = request.method().to_string();
+    let param = |key: &str| {
+        params
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map_or("", |(_, value)| value)
+    };
+    // Fields known now are given at once: each later `record` formats the span's fields again.
+    let exporting = proto::telemetry::exporting();
+    let trace_id =
+        (!exporting).then(|| proto::telemetry::request_trace_id(&tracing::Span::none(), request.headers()));
     let span = tracing::info_span!(
         "http",
         otel.kind = "server",
-        otel.name = %format!("{method} {route}"),
+        otel.name = %format_args!("{method} {route}"),
         http.method = %method,
         http.route = %route,
-        bucket = Empty,
-        entry = Empty,
+        bucket = param("bucket"),
+        entry = param("entry"),
+        request_bytes = content_length(request.headers()),
+        trace_id = trace_id,
         http.status_code = Empty,
-        request_bytes = Empty,
         response_bytes = Empty,
-        trace_id = Empty,
     );
-    for (name, value) in &params {
-        if name == "bucket" || name == "entry" {
-            span.record(name, value);
-        }
-    }
-    if let Some(bytes) = content_length(request.headers()) {
-        span.record("request_bytes", bytes);
-    }
-    proto::telemetry::set_remote_parent(&span, request.headers());
-    if let Some(id) = proto::telemetry::trace_id(&span) {
-        span.record("trace_id", id);
+    if exporting {
+        proto::telemetry::set_remote_parent(&span, request.headers());
+        span.record(
+            "trace_id",
+            proto::telemetry::request_trace_id(&span, request.headers()),
+        );
     }
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    span.record("http.status_code", status);
-    if let Some(bytes) = content_length(response.headers()) {
-        span.record("response_bytes", bytes);
+    if exporting {
+        span.record("http.status_code", status);
+        span.record("response_bytes", content_length(response.headers()));
     }
     span.in_scope(|| tracing::debug!(status, "answered"));
     let attributes = [KeyValue::new("route", route), KeyValue::new("method", method)];

@@ -29,6 +29,14 @@ pub fn seconds_buckets() -> Vec<f64> {
     ]
 }
 
+/// Whether spans are exported (set by [`init`]).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported over OTLP; when they are not, spans only serve the logs.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The registry behind [`prometheus_text`], set by [`init`].
 static REGISTRY: OnceLock<prometheus::Registry> = OnceLock::new();
 
@@ -80,6 +88,7 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
         .with_service_name(service_name.unwrap_or_else(|| service.to_string()))
         .build();
     let otlp = otlp_configured();
+    EXPORTING.store(otlp, std::sync::atomic::Ordering::Relaxed);
 
     let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource.clone());
     if otlp {
@@ -114,7 +123,9 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
     opentelemetry::global::set_meter_provider(meter_provider.clone());
     let _ = REGISTRY.set(registry);
 
-    let traces = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer(service));
+    // Spans become OpenTelemetry spans only when they are exported: building them costs more
+    // than the rest of a small request's telemetry.
+    let traces = otlp.then(|| tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer(service)));
     let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let subscriber = tracing_subscriber::registry().with(filter).with(traces);
     let installed = if logs.log_format == "json" {
@@ -157,6 +168,36 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     span_context
         .is_valid()
         .then(|| span_context.trace_id().to_string())
+}
+
+/// The trace id a request's log lines carry: its span's when traces are exported, else the one
+/// the caller sent in `traceparent`, else a new random one.
+pub fn request_trace_id(span: &tracing::Span, headers: &http::HeaderMap) -> String {
+    if let Some(id) = trace_id(span) {
+        return id;
+    }
+    let sent = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split('-').nth(1))
+        .filter(|id| {
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0')
+        });
+    match sent {
+        Some(id) => id.to_ascii_lowercase(),
+        None => format!("{:032x}", random_u128()),
+    }
+}
+
+/// A random 128-bit number, from the standard library's randomly keyed hasher.
+fn random_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(0);
+        u128::from(hasher.finish())
+    };
+    (half() << 64) | half()
 }
 
 struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
@@ -222,8 +263,33 @@ pub fn grpc_server_span(request: &http::Request<()>) -> tracing::Span {
         trace_id = tracing::field::Empty,
     );
     set_remote_parent(&span, request.headers());
-    if let Some(id) = trace_id(&span) {
-        span.record("trace_id", id);
-    }
+    span.record("trace_id", request_trace_id(&span, request.headers()));
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_export_a_request_keeps_the_callers_trace_id_or_gets_a_new_one() {
+        let mut headers = http::HeaderMap::new();
+        let none = tracing::Span::none();
+        let fresh = request_trace_id(&none, &headers);
+        assert_eq!(fresh.len(), 32);
+        assert_ne!(fresh, request_trace_id(&none, &headers));
+        let sent = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
+        headers.insert("traceparent", sent.parse().unwrap());
+        assert_eq!(
+            request_trace_id(&none, &headers),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        headers.insert(
+            "traceparent",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        assert_ne!(request_trace_id(&none, &headers), "0".repeat(32));
+    }
 }
