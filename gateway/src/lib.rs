@@ -130,7 +130,7 @@ fn router(config: &Config, state: AppState) -> Router {
         )
         .route(
             "/b/{bucket}/{entry}",
-            get(entry::read).head(entry::head).post(entry::write),
+            get(entry::read).head(entry::read).post(entry::write),
         )
         .route("/b/{bucket}/{entry}/q", get(entry::query))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -502,6 +502,12 @@ mod tests {
         Ok(data)
     }
 
+    /// Writes a whole record, which must succeed.
+    async fn write(storage: &Storage, entry: &str, timestamp: u64, payload: &'static [u8]) {
+        let record = record(entry, timestamp, payload.len() as u64);
+        storage.write_record(record, body(&[payload])).await.unwrap();
+    }
+
     fn open(dir: &std::path::Path) -> Arc<Storage> {
         Storage::open(&StorageConfig::new(dir)).unwrap()
     }
@@ -540,10 +546,7 @@ mod tests {
         );
         assert_eq!(storage.info().await.unwrap().usage, 0);
         // The timestamp is still free.
-        storage
-            .write_record(record("e", 1, 4), body(&[b"good"]))
-            .await
-            .unwrap();
+        write(&storage, "e", 1, b"good").await;
         assert_eq!(read_all(&storage, "e", 1).await.unwrap(), b"good");
     }
 
@@ -561,10 +564,7 @@ mod tests {
                 .await
                 .is_err()
         );
-        storage
-            .write_record(record("e", 2, 2), body(&[b"ok"]))
-            .await
-            .unwrap();
+        write(&storage, "e", 2, b"ok").await;
         let block = std::fs::read(block::block_path(&dir.path().join("blocks/b/e"), 0)).unwrap();
         let first = FrameHeader::decode(&block).unwrap();
         assert_eq!(first.state, FrameState::Discarded);
@@ -635,10 +635,7 @@ mod tests {
         assert_eq!(before.entries[0].block_count, 3);
         assert_eq!(before.entries[0].record_count, 5);
         // A new block is started after the ones already there.
-        storage
-            .write_record(record("e", 10, 1), body(&[b"z"]))
-            .await
-            .unwrap();
+        write(&storage, "e", 10, b"z").await;
         assert_eq!(storage.get_entry("b", "e").await.unwrap().block_count, 4);
         assert_eq!(read_all(&storage, "e", 4).await.unwrap(), b"abc");
     }
@@ -654,18 +651,9 @@ mod tests {
             ..Default::default()
         };
         storage.create_bucket("b", patch).await.unwrap();
-        storage
-            .write_record(record("new", 20, 4), body(&[b"2222"]))
-            .await
-            .unwrap();
-        storage
-            .write_record(record("old", 10, 4), body(&[b"1111"]))
-            .await
-            .unwrap();
-        storage
-            .write_record(record("new", 30, 4), body(&[b"3333"]))
-            .await
-            .unwrap();
+        write(&storage, "new", 20, b"2222").await;
+        write(&storage, "old", 10, b"1111").await;
+        write(&storage, "new", 30, b"3333").await;
         // 12 bytes > 10: the block holding the oldest record (10, in "old") goes.
         assert_eq!(
             storage.get_entry("b", "old").await.unwrap_err().kind,
@@ -684,14 +672,8 @@ mod tests {
             .create_bucket("b", BucketSettingsPatch::default())
             .await
             .unwrap();
-        storage
-            .write_record(record("e", 1, 4), body(&[b"good"]))
-            .await
-            .unwrap();
-        storage
-            .write_record(record("e", 2, 4), body(&[b"also"]))
-            .await
-            .unwrap();
+        write(&storage, "e", 1, b"good").await;
+        write(&storage, "e", 2, b"also").await;
         let path = block::block_path(&dir.path().join("blocks/b/e"), 0);
         let mut bytes = std::fs::read(&path).unwrap();
         let header = FrameHeader::decode(&bytes).unwrap();
@@ -712,14 +694,8 @@ mod tests {
                 .create_bucket("b", BucketSettingsPatch::default())
                 .await
                 .unwrap();
-            storage
-                .write_record(record("e", 1, 3), body(&[b"one"]))
-                .await
-                .unwrap();
-            storage
-                .write_record(record("e", 2, 3), body(&[b"two"]))
-                .await
-                .unwrap();
+            write(&storage, "e", 1, b"one").await;
+            write(&storage, "e", 2, b"two").await;
             let bucket = storage.bucket("b").unwrap();
             // The index loses record 2, as when the process dies before the index reaches the
             // disk, and gains an entry that points at no committed frame.

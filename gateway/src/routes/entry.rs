@@ -7,7 +7,7 @@ use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use proto::types::{QueryRequest, RecordInfo, WriteRecord, is_valid_name};
 use serde_json::{Value, json};
 
@@ -130,8 +130,10 @@ async fn resolve(
     }
 }
 
+/// `GET` answers the record with its payload; `HEAD` the same headers without opening it.
 pub async fn read(
     State(state): State<AppState>,
+    method: Method,
     PathParams((bucket, entry)): PathParams<(String, String)>,
     params: Params,
 ) -> HttpResult<Response> {
@@ -139,23 +141,15 @@ pub async fn read(
     let Some((timestamp, last)) = resolve(&state, &bucket, &entry, target).await? else {
         return Ok(StatusCode::ACCEPTED.into_response());
     };
-    let (info, payload) = state.storage.read_record(&bucket, &entry, timestamp).await?;
-    let mut response = Body::from_stream(payload).into_response();
-    record_headers(&mut response, &info, last);
-    Ok(response)
-}
-
-pub async fn head(
-    State(state): State<AppState>,
-    PathParams((bucket, entry)): PathParams<(String, String)>,
-    params: Params,
-) -> HttpResult<Response> {
-    let target = target(&params)?;
-    let Some((timestamp, last)) = resolve(&state, &bucket, &entry, target).await? else {
-        return Ok(StatusCode::ACCEPTED.into_response());
+    let (info, mut response) = if method == Method::HEAD {
+        (
+            state.storage.record_info(&bucket, &entry, timestamp).await?,
+            ().into_response(),
+        )
+    } else {
+        let (info, payload) = state.storage.read_record(&bucket, &entry, timestamp).await?;
+        (info, Body::from_stream(payload).into_response())
     };
-    let info = state.storage.record_info(&bucket, &entry, timestamp).await?;
-    let mut response = ().into_response();
     record_headers(&mut response, &info, last);
     Ok(response)
 }
