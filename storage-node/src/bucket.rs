@@ -223,9 +223,13 @@ impl Bucket {
         }
     }
 
-    /// Removes a block: its index entries, its statistics and its file.
-    fn remove_block(&self, entry: &Entry, block_id: u64) -> Result<()> {
+    /// Removes a block: its index entries, its statistics and its file. A block a record is being
+    /// written into (reserved since it was chosen) is left alone.
+    pub(crate) fn remove_block(&self, entry: &Entry, block_id: u64) -> Result<()> {
         let mut state = lock(&entry.state);
+        if state.in_flight.contains_key(&block_id) {
+            return Ok(());
+        }
         let Some(stats) = state.blocks.get(&block_id).copied() else {
             return Ok(());
         };
@@ -382,7 +386,7 @@ impl Entry {
         // Inserted only if absent: of racing writers of one timestamp, exactly one wins.
         let swapped = bucket
             .tree
-            .compare_and_swap(record_key, None as Option<&[u8]>, Some(value))
+            .compare_and_swap(&record_key, None as Option<&[u8]>, Some(value))
             .map_err(index_error)?;
         if swapped.is_err() {
             return Err(Error::conflict(format!(
@@ -390,6 +394,18 @@ impl Entry {
                 header.timestamp
             )));
         }
+        // Only the winner marks its frame committed, under the entry lock and with no await in
+        // between, so an upload abandoned at any point before stays pending or discarded.
+        let committed = FrameHeader {
+            state: FrameState::Committed,
+            ..header
+        };
+        if let Err(e) = block::write_header(&reservation.file, reservation.offset, &committed) {
+            // Index errors here leave an entry recovery drops: its frame is not committed.
+            let _ = bucket.tree.remove(&record_key);
+            return Err(io_error("Cannot write a block", e));
+        }
+        reservation.header = committed;
         state
             .blocks
             .entry(reservation.block_id)
@@ -419,8 +435,8 @@ fn finish_in_flight(state: &mut EntryState, block_id: u64) {
 }
 
 impl Reservation {
-    /// Receives exactly the announced length of `body` into the reserved space and marks the
-    /// frame committed (not yet visible: see [`Entry::commit`]).
+    /// Receives exactly the announced length of `body` into the reserved space and notes its
+    /// checksum; the frame stays pending until [`Entry::commit`].
     pub async fn receive(&mut self, mut body: ByteStream) -> Result<()> {
         let length = self.header.length;
         let payload_start = self.header.payload_offset(self.offset);
@@ -449,15 +465,14 @@ impl Reservation {
             )));
         }
         self.header.checksum = hasher.finalize();
-        self.header.state = FrameState::Committed;
-        let (file, offset, header) = (self.file.clone(), self.offset, self.header);
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let file = self.file.clone();
         file_io(buffer.len() as u64, move || {
             use std::os::unix::fs::FileExt;
-            if !buffer.is_empty() {
-                file.write_all_at(&buffer, payload_start + written)
-                    .map_err(|e| io_error("Cannot write a block", e))?;
-            }
-            block::write_header(&file, offset, &header).map_err(|e| io_error("Cannot write a block", e))
+            file.write_all_at(&buffer, payload_start + written)
+                .map_err(|e| io_error("Cannot write a block", e))
         })
         .await
     }

@@ -718,4 +718,56 @@ mod tests {
         let entry = storage.get_entry("b", "e").await.unwrap();
         assert_eq!((entry.record_count, entry.size, entry.latest_record), (2, 6, 2));
     }
+
+    #[tokio::test]
+    async fn the_quota_leaves_a_block_being_written_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path());
+        storage
+            .create_bucket("b", BucketSettingsPatch::default())
+            .await
+            .unwrap();
+        write(&storage, "e", 1, b"old").await;
+        let bucket = storage.bucket("b").unwrap();
+        let entry = bucket.visible_entry("e").unwrap();
+        let reservation = entry.reserve(2, 3, b"", &bucket.settings()).unwrap();
+        bucket.remove_block(&entry, 0).unwrap();
+        assert_eq!(read_all(&storage, "e", 1).await.unwrap(), b"old");
+        drop(reservation);
+        bucket.remove_block(&entry, 0).unwrap();
+        assert_eq!(
+            storage.get_entry("b", "e").await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upload_abandoned_after_its_last_byte_never_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let storage = open(dir.path());
+            storage
+                .create_bucket("b", BucketSettingsPatch::default())
+                .await
+                .unwrap();
+            write(&storage, "e", 1, b"kept").await;
+            let bucket = storage.bucket("b").unwrap();
+            let entry = bucket.visible_entry("e").unwrap();
+            let meta = RecordMeta {
+                content_type: "text/plain".into(),
+            }
+            .encode();
+            let mut reservation = entry.reserve(2, 4, &meta, &bucket.settings()).unwrap();
+            reservation.receive(body(&[b"lost"])).await.unwrap();
+            // The process dies between the last byte and the commit: nothing of the reservation
+            // runs any more, not even its drop.
+            std::mem::forget(reservation);
+        }
+        let storage = open(dir.path());
+        assert_eq!(read_all(&storage, "e", 1).await.unwrap(), b"kept");
+        assert_eq!(
+            read_all(&storage, "e", 2).await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+    }
 }
