@@ -69,6 +69,12 @@ fn open_index(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
     };
     match open() {
         Ok(db) => Ok(db),
+        // An I/O error (the index locked by another process, no permission, no file handles)
+        // says nothing about the index itself: it is left as it is and the start fails.
+        Err(sled::Error::Io(e)) => Err(io_error(
+            &format!("Cannot open the index at {}", path.display()),
+            e,
+        )),
         Err(e) => {
             let aside = path.with_extension(format!("damaged-{}", std::process::id()));
             tracing::error!(
@@ -769,5 +775,24 @@ mod tests {
             read_all(&storage, "e", 2).await.unwrap_err().kind,
             ErrorKind::NotFound
         );
+    }
+
+    #[tokio::test]
+    async fn an_index_in_use_is_neither_opened_twice_nor_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path());
+        storage
+            .create_bucket("b", BucketSettingsPatch::default())
+            .await
+            .unwrap();
+        write(&storage, "e", 1, b"mine").await;
+        let error = Storage::open(&StorageConfig::new(dir.path())).unwrap_err();
+        assert!(error.message.contains("Cannot open the index"), "{error}");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|name| !name.contains("damaged")), "{names:?}");
+        assert_eq!(read_all(&storage, "e", 1).await.unwrap(), b"mine");
     }
 }

@@ -18,8 +18,10 @@ use crate::util::{blocking, io_error, lock};
 
 #[derive(Debug, Clone, Default)]
 struct Synced {
-    /// Every request up to this number is on disk (or failed with `error`).
+    /// Every request up to this number has been through a sync.
     generation: u64,
+    /// Requests up to this number may have been in a sync that failed, with this error.
+    failed_through: u64,
     error: Option<String>,
 }
 
@@ -76,10 +78,12 @@ impl Syncer {
             .wait_for(|synced| synced.generation >= target)
             .await
             .map_err(|_| Error::internal("The sync task stopped"))?;
-        match &synced.error {
-            Some(error) => Err(Error::internal(format!("Cannot sync the data to disk: {error}"))),
-            None => Ok(()),
+        // A later successful sync does not vouch for data an earlier, failed one dropped.
+        if target <= synced.failed_through {
+            let error = synced.error.as_deref().unwrap_or("unknown error");
+            return Err(Error::internal(format!("Cannot sync the data to disk: {error}")));
         }
+        Ok(())
     }
 
     /// Syncs every dirty file, then flushes the index.
@@ -89,8 +93,9 @@ impl Syncer {
         let files: Vec<Arc<File>> = std::mem::take(&mut *lock(&self.dirty)).into_values().collect();
         let db = self.db.clone();
         let started = std::time::Instant::now();
+        let to_sync = files.clone();
         let result = blocking(move || {
-            for file in files {
+            for file in to_sync {
                 file.sync_data().map_err(|e| io_error("Cannot sync a block", e))?;
             }
             db.flush().map_err(crate::util::index_error)?;
@@ -98,13 +103,20 @@ impl Syncer {
         })
         .await;
         self.duration.record(started.elapsed().as_secs_f64(), &[]);
-        self.synced.send_modify(|synced| {
-            synced.generation = synced.generation.max(target);
-            synced.error = result.as_ref().err().map(|e| e.message.clone());
-        });
         if let Err(e) = &result {
             tracing::error!("sync failed: {e}");
+            // Still dirty: the next sync tries them again.
+            for file in &files {
+                self.mark_dirty(file);
+            }
         }
+        self.synced.send_modify(|synced| {
+            synced.generation = synced.generation.max(target);
+            if let Err(e) = &result {
+                synced.failed_through = synced.failed_through.max(target);
+                synced.error = Some(e.message.clone());
+            }
+        });
         result
     }
 }
