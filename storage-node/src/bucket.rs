@@ -161,8 +161,19 @@ impl Bucket {
         if let Some(entry) = entries.get(name) {
             return Ok(entry.clone());
         }
+        if self.removed.load(Ordering::SeqCst) {
+            return Err(Error::bucket_not_found(&self.name));
+        }
         let dir = self.dir.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| io_error(&format!("Cannot create entry '{name}'"), e))?;
+        // Not `create_dir_all`: a bucket removed meanwhile must not get its directory back.
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::bucket_not_found(&self.name));
+            }
+            Err(e) => return Err(io_error(&format!("Cannot create entry '{name}'"), e)),
+        }
         let entry = Arc::new(Entry {
             name: name.to_string(),
             dir,

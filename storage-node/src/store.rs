@@ -129,6 +129,14 @@ impl Storage {
         for (name, dir) in dirs {
             let settings = match std::fs::read(dir.join(SETTINGS_FILE)) {
                 Ok(bytes) => bucket::decode_settings(&name, &bytes)?,
+                // Blocks without settings are kept: the bucket comes back with the defaults.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!("bucket '{name}' has no settings file: it gets the default settings");
+                    let settings = BucketSettings::default();
+                    write_atomically(&dir.join(SETTINGS_FILE), &bucket::encode_settings(&settings))
+                        .map_err(|e| io_error(&format!("Cannot write the settings of bucket '{name}'"), e))?;
+                    settings
+                }
                 Err(e) => {
                     return Err(io_error(
                         &format!("Cannot read the settings of bucket '{name}'"),
@@ -794,5 +802,47 @@ mod tests {
             .collect();
         assert!(names.iter().all(|name| !name.contains("damaged")), "{names:?}");
         assert_eq!(read_all(&storage, "e", 1).await.unwrap(), b"mine");
+    }
+
+    #[tokio::test]
+    async fn a_write_racing_a_bucket_removal_does_not_bring_its_directory_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path());
+        storage
+            .create_bucket("b", BucketSettingsPatch::default())
+            .await
+            .unwrap();
+        let bucket = storage.bucket("b").unwrap();
+        storage.remove_bucket("b").await.unwrap();
+        assert_eq!(
+            bucket.entry_or_create("late").err().map(|e| e.kind),
+            Some(ErrorKind::NotFound)
+        );
+        assert!(!dir.path().join("blocks/b").exists());
+        drop((bucket, storage));
+        let storage = open(dir.path());
+        assert!(storage.list_buckets().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn blocks_whose_settings_file_is_gone_come_back_with_default_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let storage = open(dir.path());
+            let patch = BucketSettingsPatch {
+                max_block_records: Some(3),
+                ..Default::default()
+            };
+            storage.create_bucket("b", patch).await.unwrap();
+            write(&storage, "e", 1, b"data").await;
+            storage.close().await.unwrap();
+        }
+        std::fs::remove_file(dir.path().join("blocks/b/settings.json")).unwrap();
+        let storage = open(dir.path());
+        assert_eq!(
+            storage.get_bucket("b").await.unwrap().settings,
+            BucketSettings::default()
+        );
+        assert_eq!(read_all(&storage, "e", 1).await.unwrap(), b"data");
     }
 }

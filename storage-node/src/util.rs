@@ -32,6 +32,8 @@ pub fn io_error(context: &str, error: std::io::Error) -> Error {
 pub fn index_error(error: sled::Error) -> Error {
     match error {
         sled::Error::Io(e) => io_error("Index error", e),
+        // The tree of a bucket removed while a request still held it.
+        sled::Error::CollectionNotFound(_) => Error::not_found("The bucket was removed"),
         other => Error::internal(format!("Index error: {other}")),
     }
 }
