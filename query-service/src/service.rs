@@ -41,6 +41,8 @@ struct Cursor {
     stop: u64,
     /// The storage has no records left in the interval beyond `page`.
     drained: bool,
+    /// The last record was handed out.
+    finished: bool,
 }
 
 impl Query {
@@ -142,12 +144,17 @@ impl QueryApi for QueryService {
     async fn create(&self, request: QueryRequest) -> Result<u64> {
         let entry = self.storage.get_entry(&request.bucket, &request.entry).await?;
         let start = request.start.unwrap_or(0);
-        let stop = request.stop.unwrap_or(entry.latest_record.saturating_add(1));
-        if start > stop {
-            return Err(Error::unprocessable(format!(
-                "Start {start} is after stop {stop}"
-            )));
-        }
+        // Without a stop the query ends after the latest record; a start past it is an empty
+        // interval, which still gives an id.
+        let stop = match request.stop {
+            Some(stop) if start > stop => {
+                return Err(Error::unprocessable(format!(
+                    "Start {start} is after stop {stop}"
+                )));
+            }
+            Some(stop) => stop,
+            None => entry.latest_record.saturating_add(1).max(start),
+        };
         if self.live_queries() >= self.config.max_queries {
             self.remove_expired();
         }
@@ -169,6 +176,7 @@ impl QueryApi for QueryService {
                 next_start: start,
                 stop,
                 drained: start == stop,
+                finished: false,
             }),
         };
         queries.insert(id, Arc::new(query));
@@ -193,6 +201,10 @@ impl QueryApi for QueryService {
         };
         query.touch();
         let mut cursor = query.cursor.lock().await;
+        // Another reader took the last record while this one waited for the cursor.
+        if cursor.finished {
+            return Err(Error::query_not_found(id));
+        }
         self.fill(&query, &mut cursor).await?;
         let Some(record) = cursor.page.pop_front() else {
             return Ok(None);
@@ -200,6 +212,7 @@ impl QueryApi for QueryService {
         self.fill(&query, &mut cursor).await?;
         let last = cursor.page.is_empty() && cursor.drained;
         if last {
+            cursor.finished = true;
             self.queries().remove(&id);
         }
         query.touch();

@@ -25,6 +25,8 @@ use crate::recovery::{self, Report};
 use crate::sync::Syncer;
 use crate::util::{available_bytes, blocking, index_error, io_error, read, sync_dir, write_atomically};
 
+/// Records are at most 1 PiB: far beyond any disk, and far from where block offsets overflow.
+const MAX_RECORD_BYTES: u64 = 1 << 50;
 /// Set in the index by a clean shutdown, removed at start: without it the blocks are checked.
 const CLEAN_SHUTDOWN: &[u8] = b"clean-shutdown";
 /// Directories of buckets being created or removed start with these; they are never buckets.
@@ -388,6 +390,12 @@ impl StorageApi for Storage {
 
     async fn write_record(&self, record: WriteRecord, body: ByteStream) -> Result<()> {
         check_name("Entry", &record.entry)?;
+        if record.content_length > MAX_RECORD_BYTES {
+            return Err(Error::unprocessable(format!(
+                "A record of {} bytes is too large: the limit is {MAX_RECORD_BYTES} bytes",
+                record.content_length
+            )));
+        }
         let bucket = self.bucket(&record.bucket)?;
         if bucket
             .tree
@@ -415,8 +423,12 @@ impl StorageApi for Storage {
         self.syncer.durable().await?;
         self.metrics.records_written.add(1, &[]);
         self.metrics.bytes_written.add(record.content_length, &[]);
-        if settings.quota_type == QuotaType::Fifo {
-            bucket.enforce_quota()?;
+        // The record is stored: a quota that cannot be enforced now is for the next write to
+        // try again, not a failure of this one.
+        if settings.quota_type == QuotaType::Fifo
+            && let Err(e) = bucket.enforce_quota()
+        {
+            tracing::error!(bucket = %bucket.name, "cannot enforce the FIFO quota: {e}");
         }
         Ok(())
     }

@@ -137,6 +137,7 @@ pub async fn read(
     PathParams((bucket, entry)): PathParams<(String, String)>,
     params: Params,
 ) -> HttpResult<Response> {
+    check_entry_name(&entry)?;
     let target = target(&params)?;
     let Some((timestamp, last)) = resolve(&state, &bucket, &entry, target).await? else {
         return Ok(StatusCode::ACCEPTED.into_response());

@@ -293,3 +293,17 @@ async fn concurrent_writers_to_one_entry_all_land() {
     }
     assert_eq!(server.json("/b/b").await["entries"][0]["record_count"], 160);
 }
+
+#[tokio::test]
+async fn reads_refuse_bad_entry_names_and_absurd_lengths() {
+    let server = TestServer::start().await;
+    server.create_bucket("b", "").await;
+    let response = server.get("/b/b/bad.name").send().await.unwrap();
+    assert_eq!(response.status(), 422);
+    assert!(error_detail(response).await.contains("'bad.name'"));
+    let request =
+        b"POST /api/v1/b/b/e?ts=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 18446744073709551000\r\n\r\nabc";
+    let (status, answer) = raw_request(&server, request, true).await;
+    assert!(status == 422 || status == 507, "{answer}");
+    assert_eq!(server.get("/b/b/e?ts=1").send().await.unwrap().status(), 404);
+}

@@ -211,3 +211,11 @@ async fn live_queries_are_capped() {
     read_all(&server, "b", "e", id).await;
     query_id(&server, "/b/b/e/q").await;
 }
+
+#[tokio::test]
+async fn a_start_past_the_latest_record_without_a_stop_is_an_empty_query() {
+    let server = setup().await;
+    let id = query_id(&server, "/b/b/e/q?start=1000").await;
+    let response = server.get(&format!("/b/b/e?q={id}")).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+}
