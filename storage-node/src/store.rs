@@ -857,4 +857,43 @@ mod tests {
         );
         assert_eq!(read_all(&storage, "e", 1).await.unwrap(), b"data");
     }
+
+    #[tokio::test]
+    async fn a_damaged_record_too_large_to_check_first_never_streams_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path());
+        storage
+            .create_bucket("b", BucketSettingsPatch::default())
+            .await
+            .unwrap();
+        let chunk = Bytes::from(vec![0x5a; 1 << 20]);
+        let length = 65u64 << 20;
+        let chunks = futures::stream::iter((0..65).map(move |_| Ok(chunk.clone()))).boxed();
+        storage
+            .write_record(record("e", 1, length), chunks)
+            .await
+            .unwrap();
+        let path = block::block_path(&dir.path().join("blocks/b/e"), 0);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut header = [0u8; block::HEADER_LEN as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut header, 0).unwrap();
+        let payload = FrameHeader::decode(&header).unwrap().payload_offset(0);
+        std::os::unix::fs::FileExt::write_all_at(&file, &[0xa5], payload + length - 10).unwrap();
+
+        let (_, mut stream) = storage.read_record("b", "e", Some(1)).await.unwrap();
+        let mut received = 0u64;
+        let error = loop {
+            match stream.next().await {
+                Some(Ok(chunk)) => received += chunk.len() as u64,
+                Some(Err(error)) => break error,
+                None => panic!("the damaged record streamed to its end"),
+            }
+        };
+        assert!(received < length);
+        assert!(error.message.contains("Record 1 is damaged"), "{error}");
+    }
 }

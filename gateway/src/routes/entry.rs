@@ -87,6 +87,7 @@ fn content_length(headers: &HeaderMap, framed_length: Option<u64>) -> Result<u64
 }
 
 /// What a read asks for: the next record of a query, a record by time, or the latest.
+#[derive(Clone, Copy)]
 enum Target {
     Query(u64),
     Time(Option<u64>),
@@ -139,20 +140,35 @@ pub async fn read(
 ) -> HttpResult<Response> {
     check_entry_name(&entry)?;
     let target = target(&params)?;
-    let Some((timestamp, last)) = resolve(&state, &bucket, &entry, target).await? else {
-        return Ok(StatusCode::ACCEPTED.into_response());
-    };
-    let (info, mut response) = if method == Method::HEAD {
-        (
-            state.storage.record_info(&bucket, &entry, timestamp).await?,
-            ().into_response(),
-        )
-    } else {
-        let (info, payload) = state.storage.read_record(&bucket, &entry, timestamp).await?;
-        (info, Body::from_stream(payload).into_response())
-    };
-    record_headers(&mut response, &info, last);
-    Ok(response)
+    // A query lists records before they are read; the FIFO quota may remove one in between.
+    // The query then goes on to its next record rather than failing.
+    let mut skipped = 0;
+    loop {
+        let Some((timestamp, last)) = resolve(&state, &bucket, &entry, target).await? else {
+            return Ok(StatusCode::ACCEPTED.into_response());
+        };
+        let fetched = if method == Method::HEAD {
+            let info = state.storage.record_info(&bucket, &entry, timestamp).await;
+            info.map(|info| (info, ().into_response()))
+        } else {
+            let read = state.storage.read_record(&bucket, &entry, timestamp).await;
+            read.map(|(info, payload)| (info, Body::from_stream(payload).into_response()))
+        };
+        match fetched {
+            Err(e)
+                if e.kind == proto::ErrorKind::NotFound
+                    && matches!(target, Target::Query(_))
+                    && skipped < 64 =>
+            {
+                skipped += 1;
+            }
+            Err(e) => return Err(e.into()),
+            Ok((info, mut response)) => {
+                record_headers(&mut response, &info, last);
+                return Ok(response);
+            }
+        }
+    }
 }
 
 pub async fn query(

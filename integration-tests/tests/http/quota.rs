@@ -76,3 +76,23 @@ async fn lowering_the_quota_applies_at_once() {
     assert_eq!(info["size"], 400);
     assert_eq!(info["oldest_record"], 6);
 }
+
+#[tokio::test]
+async fn a_query_skips_records_the_quota_removed_after_it_listed_them() {
+    let server = TestServer::start().await;
+    let settings = r#"{"max_block_records": 1, "quota_type": "FIFO", "quota_size": 4000}"#;
+    server.create_bucket("b", settings).await;
+    for ts in 1..=4u64 {
+        server.write("b", "e", ts, payload(ts, 1000)).await;
+    }
+    let id = server.json("/b/b/e/q?stop=5").await["id"].as_u64().unwrap();
+    // The first read lists records 1 to 4 in the query's page.
+    let response = server.get(&format!("/b/b/e?q={id}")).send().await.unwrap();
+    assert_eq!(response.headers()["x-reduct-time"], "1");
+    // This write makes the quota remove records 1 and 2; record 2 is still in the page.
+    server.write("b", "e", 5, payload(5, 2000)).await;
+    assert_eq!(server.get("/b/b/e?ts=2").send().await.unwrap().status(), 404);
+    let response = server.get(&format!("/b/b/e?q={id}")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-reduct-time"], "3");
+}
