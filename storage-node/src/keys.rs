@@ -73,6 +73,14 @@ pub struct RecordValue {
 }
 
 impl RecordValue {
+    /// Whether `header` is the committed frame of this record at `timestamp`.
+    pub fn is_committed_as(&self, header: &crate::block::FrameHeader, timestamp: u64) -> bool {
+        header.state == crate::block::FrameState::Committed
+            && header.timestamp == timestamp
+            && header.length == self.length
+            && header.checksum == self.checksum
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let ct = self.content_type.as_bytes();
         let ct_len = ct.len().min(u16::MAX as usize);

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use proto::api::ByteStream;
 use proto::{Error, Result};
 
-use crate::block::{self, FrameHeader, FrameState, HEADER_LEN};
+use crate::block::{self, FrameHeader, HEADER_LEN};
 use crate::keys::RecordValue;
 use crate::util::{blocking, file_io, io_error};
 
@@ -25,6 +25,7 @@ const VERIFY_FIRST_BYTES: u64 = 64 * 1024 * 1024;
 pub async fn payload_stream(path: PathBuf, value: RecordValue, timestamp: u64) -> Result<ByteStream> {
     let damaged = move |what: &str| Error::internal(format!("Record {timestamp} is damaged: {what}"));
     let length = value.length;
+    let expected = value.checksum;
     let (file, payload_offset, first) = file_io(length, move || {
         let file = block::open_block(&path).map_err(|e| match e.kind() {
             // The quota removed the block since the index was read.
@@ -35,11 +36,7 @@ pub async fn payload_stream(path: PathBuf, value: RecordValue, timestamp: u64) -
         block::read_exact_at(&file, &mut header, value.offset)
             .map_err(|_| damaged("its frame is cut short"))?;
         let header = FrameHeader::decode(&header).ok_or_else(|| damaged("its frame header is unreadable"))?;
-        if header.state != FrameState::Committed
-            || header.timestamp != timestamp
-            || header.length != value.length
-            || header.checksum != value.checksum
-        {
+        if !value.is_committed_as(&header, timestamp) {
             return Err(damaged("its frame header does not match the index"));
         }
         let payload_offset = header.payload_offset(value.offset);
@@ -70,7 +67,6 @@ pub async fn payload_stream(path: PathBuf, value: RecordValue, timestamp: u64) -
     // a mismatch ends the stream before its last chunk, so no client ever has the whole of a
     // damaged record.
     let check_while_streaming = length > VERIFY_FIRST_BYTES;
-    let expected = value.checksum;
     let chunks =
         futures::stream::try_unfold((0u64, crc32fast::Hasher::new()), move |(position, mut hasher)| {
             let file = file.clone();

@@ -197,10 +197,5 @@ fn reconcile_entry(entry_dir: &Path, entry: &str, tree: &sled::Tree) -> Result<R
 fn frame_matches(file: &File, value: &RecordValue, timestamp: u64) -> bool {
     let mut buf = [0u8; HEADER_LEN as usize];
     block::read_exact_at(file, &mut buf, value.offset).is_ok()
-        && FrameHeader::decode(&buf).is_some_and(|header| {
-            header.state == FrameState::Committed
-                && header.timestamp == timestamp
-                && header.length == value.length
-                && header.checksum == value.checksum
-        })
+        && FrameHeader::decode(&buf).is_some_and(|header| value.is_committed_as(&header, timestamp))
 }
