@@ -30,6 +30,7 @@ pub fn apply(app: Router, config: &Config, api_path: String) -> Router {
         // A method the path does not have is, for the API, a path that does not exist.
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(auth, authenticate))
+        .layer(middleware::from_fn(close_after_unread_body))
         .layer(middleware::map_response(api_headers))
         .layer(cors(&config.cors_allow_origin))
 }
@@ -45,6 +46,25 @@ async fn api_headers(mut response: Response) -> Response {
         header::SERVER,
         HeaderValue::from_static(concat!("reductstore-rs ", env!("CARGO_PKG_VERSION"))),
     );
+    response
+}
+
+/// An error answered before the request's body was read leaves the rest of that body on the
+/// connection, so the server closes it after the answer: the client is told, so that it does not
+/// send its next request on a connection that is going away.
+async fn close_after_unread_body(request: Request, next: Next) -> Response {
+    let http1 = request.version() <= http::Version::HTTP_11;
+    let has_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|length| length.as_bytes() != b"0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut response = next.run(request).await;
+    if http1 && has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

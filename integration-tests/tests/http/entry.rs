@@ -307,3 +307,33 @@ async fn reads_refuse_bad_entry_names_and_absurd_lengths() {
     assert!(status == 422 || status == 507, "{answer}");
     assert_eq!(server.get("/b/b/e?ts=1").send().await.unwrap().status(), 404);
 }
+
+#[tokio::test]
+async fn an_error_before_the_body_is_read_closes_the_connection_and_says_so() {
+    let server = TestServer::start().await;
+    server.create_bucket("b", "").await;
+    server.write("b", "e", 1, "first").await;
+    let response = server
+        .post("/b/b/e?ts=1")
+        .body(vec![0u8; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    assert_eq!(response.headers()["connection"], "close");
+    // The client's next request goes on a new connection and succeeds.
+    assert_eq!(
+        server
+            .get("/b/b/e?ts=1")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "first"
+    );
+    let response = server.post("/b/b/e?ts=2").body("ok").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("connection").is_none());
+}
