@@ -124,12 +124,42 @@ impl TestServer {
         );
     }
 
+    /// The body of a GET of `path`, whatever its status.
+    pub async fn bytes(&self, path: &str) -> bytes::Bytes {
+        get_bytes(&self.client, self.url(path)).await
+    }
+
     /// Reads a JSON document, asserting a 200.
     pub async fn json(&self, path: &str) -> serde_json::Value {
         let response = self.get(path).send().await.expect("request");
         assert_eq!(response.status(), 200, "GET {path}");
         serde_json::from_str(&response.text().await.expect("body")).expect("JSON")
     }
+}
+
+/// The body of a GET that must succeed at the transport level, as bytes.
+pub async fn get_bytes(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> bytes::Bytes {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .bytes()
+        .await
+        .expect("body")
+}
+
+/// The body of a GET as JSON.
+pub async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> serde_json::Value {
+    let text = client
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    serde_json::from_str(&text).expect("JSON")
 }
 
 /// The `{"detail": ...}` of an error response, after checking it matches `x-reduct-error`.

@@ -33,14 +33,7 @@ async fn a_flipped_byte_makes_that_record_a_500_and_its_neighbours_stay_readable
         assert!(detail.contains(&format!("Record {ts} is damaged")), "{detail}");
     }
     for ts in [1u64, 3] {
-        let body = server
-            .get(&format!("/b/b/e?ts={ts}"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = server.bytes(&format!("/b/b/e?ts={ts}")).await;
         assert_eq!(body.as_ref(), payload(ts, 3000).as_slice());
     }
 }
@@ -72,14 +65,7 @@ async fn racing_writes_of_one_timestamp_give_one_200_and_409_for_the_rest() {
         }
     }
     assert_eq!(winners.len(), 1, "{winners:?}");
-    let body = server
-        .get("/b/b/e?ts=77")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let body = server.bytes("/b/b/e?ts=77").await;
     assert_eq!(body.as_ref(), payload(winners[0], 50_000).as_slice());
     assert_eq!(server.json("/b/b").await["entries"][0]["record_count"], 1);
 }
@@ -123,14 +109,7 @@ async fn a_deleted_index_is_rebuilt_from_the_blocks() {
     assert_eq!(server.get("/b/b/x?ts=5000").send().await.unwrap().status(), 404);
     for ts in 0..30u64 {
         let entry = if ts % 3 == 0 { "x" } else { "y" };
-        let body = server
-            .get(&format!("/b/b/{entry}?ts={}", 1000 + ts))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = server.bytes(&format!("/b/b/{entry}?ts={}", 1000 + ts)).await;
         assert_eq!(
             body.as_ref(),
             payload(ts, (ts as usize * 997) % 20_000).as_slice()

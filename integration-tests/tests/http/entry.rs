@@ -209,18 +209,7 @@ async fn records_many_times_the_block_size_round_trip() {
         big.len().to_string().as_str()
     );
     assert_eq!(response.bytes().await.unwrap().as_ref(), big.as_slice());
-    assert_eq!(
-        server
-            .get("/b/b/e?ts=3")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-            .as_ref(),
-        small.as_slice()
-    );
+    assert_eq!(server.bytes("/b/b/e?ts=3").await.as_ref(), small.as_slice());
     let entry = &server.json("/b/b").await["entries"][0];
     assert_eq!(entry["record_count"], 3);
     assert_eq!(entry["size"], (big.len() + 2 * small.len()) as u64);
@@ -277,14 +266,7 @@ async fn concurrent_writers_to_one_entry_all_land() {
         task.await.unwrap();
     }
     for ts in 0..160u64 {
-        let body = server
-            .get(&format!("/b/b/e?ts={ts}"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = server.bytes(&format!("/b/b/e?ts={ts}")).await;
         assert_eq!(
             body.as_ref(),
             payload(ts, (ts as usize * 37) % 5000).as_slice(),

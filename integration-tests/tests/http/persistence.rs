@@ -30,14 +30,7 @@ async fn buckets_settings_records_and_statistics_survive_a_restart() {
         json!({"name": "front", "size": 5500, "record_count": 10, "block_count": 4, "oldest_record": 100, "latest_record": 1000})
     );
     for ts in 1..=10u64 {
-        let body = server
-            .get(&format!("/b/cams/front?ts={}", ts * 100))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = server.bytes(&format!("/b/cams/front?ts={}", ts * 100)).await;
         assert_eq!(body.as_ref(), payload(ts, ts as usize * 100).as_slice());
     }
     // New records go on after the old ones, in new blocks.

@@ -25,14 +25,7 @@ async fn fifo_keeps_the_bucket_under_quota_dropping_the_oldest() {
     // The newest records are readable, the oldest are gone.
     for i in records - 20..records {
         let entry = if i % 2 == 0 { "a" } else { "b" };
-        let body = server
-            .get(&format!("/b/fifo/{entry}?ts={}", 1000 + i))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = server.bytes(&format!("/b/fifo/{entry}?ts={}", 1000 + i)).await;
         assert_eq!(body.as_ref(), payload(i, 1000).as_slice());
     }
     for i in 0..20 {

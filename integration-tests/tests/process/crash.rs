@@ -1,3 +1,4 @@
+use integration_tests::get_json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -81,17 +82,7 @@ async fn acknowledged_records_survive_repeated_kills_and_partial_ones_never_show
         };
         let readable = verify(&base, &snapshot).await;
         if readable > 0 {
-            let bucket: serde_json::Value = serde_json::from_str(
-                &client
-                    .get(format!("{base}/b/crash"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap(),
-            )
-            .unwrap();
+            let bucket: serde_json::Value = get_json(&client, format!("{base}/b/crash")).await;
             assert_eq!(
                 bucket["entries"][0]["record_count"], readable,
                 "statistics after recovery"

@@ -1,3 +1,4 @@
+use integration_tests::{get_bytes, get_json};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -46,14 +47,7 @@ async fn fill_until_refused(client: &reqwest::Client, base: &str) -> (u16, Strin
 
 async fn check_kept(client: &reqwest::Client, base: &str) {
     for ts in 0..5u64 {
-        let body = client
-            .get(format!("{base}/b/keep/e?ts={ts}"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = get_bytes(client, format!("{base}/b/keep/e?ts={ts}")).await;
         assert_eq!(
             body.as_ref(),
             payload(100 + ts, 10_000).as_slice(),
@@ -114,17 +108,7 @@ async fn full_disk_round(flags: &[&str], expected_detail: &str) {
     let response = post(&client, format!("{base}/b/keep/e?ts=99"), payload(1, 1 << 20)).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     check_kept(&client, &base).await;
-    let info: serde_json::Value = serde_json::from_str(
-        &client
-            .get(format!("{base}/info"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let info: serde_json::Value = get_json(&client, format!("{base}/info")).await;
     assert_eq!(info["usage"], 5 * 10_000 + (1 << 20));
 }
 
@@ -190,13 +174,6 @@ async fn a_read_only_disk_is_a_clear_error_and_reads_go_on() {
     assert_eq!(response.status(), 500);
     let detail = error_detail(response).await;
     assert!(detail.contains("Read-only file system"), "{detail}");
-    let body = client
-        .get(format!("{base}/b/keep/e?ts=1"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let body = get_bytes(&client, format!("{base}/b/keep/e?ts=1")).await;
     assert_eq!(body.as_ref(), payload(1, 5000).as_slice());
 }
