@@ -125,7 +125,15 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
 
     // Spans become OpenTelemetry spans only when they are exported: building them costs more
     // than the rest of a small request's telemetry.
-    let traces = otlp.then(|| tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer(service)));
+    let traces = otlp.then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer_provider.tracer(service))
+            // Busy/idle time, thread and source location of every span: attributes nobody reads
+            // in a request trace, and the main part of a span's cost on small requests.
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+    });
     let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let subscriber = tracing_subscriber::registry().with(filter).with(traces);
     let installed = if logs.log_format == "json" {
