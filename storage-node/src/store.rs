@@ -69,7 +69,18 @@ fn open_index(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
             .flush_every_ms(None)
             .open()
     };
-    match open() {
+    // A previous owner in this process (a restarted server) or one still exiting may hold the
+    // index's lock for a moment longer: it is waited for, within a bound.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut opened = open();
+    // sled reports the lock held elsewhere only in its message.
+    while matches!(&opened, Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        opened = open();
+    }
+    match opened {
         Ok(db) => Ok(db),
         // An I/O error (the index locked by another process, no permission, no file handles)
         // says nothing about the index itself: it is left as it is and the start fails.
