@@ -549,14 +549,20 @@ mod tests {
         Storage::open(&StorageConfig::new(dir)).unwrap()
     }
 
-    #[tokio::test]
-    async fn a_body_longer_or_shorter_than_announced_is_never_visible() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = open(dir.path());
+    /// Opens the storage with a bucket "b" of default settings.
+    async fn open_with_bucket(dir: &std::path::Path) -> Arc<Storage> {
+        let storage = open(dir);
         storage
             .create_bucket("b", BucketSettingsPatch::default())
             .await
             .unwrap();
+        storage
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_or_shorter_than_announced_is_never_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open_with_bucket(dir.path()).await;
 
         let error = storage
             .write_record(record("e", 1, 3), body(&[b"ab", b"cd"]))
@@ -590,11 +596,7 @@ mod tests {
     #[tokio::test]
     async fn abandoned_frames_are_marked_discarded_in_the_block() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = open(dir.path());
-        storage
-            .create_bucket("b", BucketSettingsPatch::default())
-            .await
-            .unwrap();
+        let storage = open_with_bucket(dir.path()).await;
         assert!(
             storage
                 .write_record(record("e", 1, 5), body(&[b"ab"]))
@@ -616,11 +618,7 @@ mod tests {
     #[tokio::test]
     async fn list_records_pages_through_a_half_open_interval() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = open(dir.path());
-        storage
-            .create_bucket("b", BucketSettingsPatch::default())
-            .await
-            .unwrap();
+        let storage = open_with_bucket(dir.path()).await;
         for ts in [5u64, 1, 9, 3, 7] {
             storage
                 .write_record(record("e", ts, 1), body(&[b"x"]))
@@ -704,11 +702,7 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_payload_is_an_error_naming_the_record() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = open(dir.path());
-        storage
-            .create_bucket("b", BucketSettingsPatch::default())
-            .await
-            .unwrap();
+        let storage = open_with_bucket(dir.path()).await;
         write(&storage, "e", 1, b"good").await;
         write(&storage, "e", 2, b"also").await;
         let path = block::block_path(&dir.path().join("blocks/b/e"), 0);
@@ -726,11 +720,7 @@ mod tests {
     async fn recovery_indexes_committed_frames_and_drops_entries_without_one() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let storage = open(dir.path());
-            storage
-                .create_bucket("b", BucketSettingsPatch::default())
-                .await
-                .unwrap();
+            let storage = open_with_bucket(dir.path()).await;
             write(&storage, "e", 1, b"one").await;
             write(&storage, "e", 2, b"two").await;
             let bucket = storage.bucket("b").unwrap();
@@ -759,11 +749,7 @@ mod tests {
     #[tokio::test]
     async fn the_quota_leaves_a_block_being_written_into() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = open(dir.path());
-        storage
-            .create_bucket("b", BucketSettingsPatch::default())
-            .await
-            .unwrap();
+        let storage = open_with_bucket(dir.path()).await;
         write(&storage, "e", 1, b"old").await;
         let bucket = storage.bucket("b").unwrap();
         let entry = bucket.visible_entry("e").unwrap();
@@ -782,11 +768,7 @@ mod tests {
     async fn an_upload_abandoned_after_its_last_byte_never_comes_back() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let storage = open(dir.path());
-            storage
-                .create_bucket("b", BucketSettingsPatch::default())
-                .await
-                .unwrap();
+            let storage = open_with_bucket(dir.path()).await;
             write(&storage, "e", 1, b"kept").await;
             let bucket = storage.bucket("b").unwrap();
             let entry = bucket.visible_entry("e").unwrap();
@@ -811,11 +793,7 @@ mod tests {
     #[tokio::test]
     async fn an_index_in_use_is_neither_opened_twice_nor_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = open(dir.path());
-        storage
-            .create_bucket("b", BucketSettingsPatch::default())
-            .await
-            .unwrap();
+        let storage = open_with_bucket(dir.path()).await;
         write(&storage, "e", 1, b"mine").await;
         let error = Storage::open(&StorageConfig::new(dir.path())).unwrap_err();
         assert!(error.message.contains("Cannot open the index"), "{error}");
@@ -830,11 +808,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_racing_a_bucket_removal_does_not_bring_its_directory_back() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = open(dir.path());
-        storage
-            .create_bucket("b", BucketSettingsPatch::default())
-            .await
-            .unwrap();
+        let storage = open_with_bucket(dir.path()).await;
         let bucket = storage.bucket("b").unwrap();
         storage.remove_bucket("b").await.unwrap();
         assert_eq!(
@@ -872,11 +846,7 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_record_too_large_to_check_first_never_streams_to_its_end() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = open(dir.path());
-        storage
-            .create_bucket("b", BucketSettingsPatch::default())
-            .await
-            .unwrap();
+        let storage = open_with_bucket(dir.path()).await;
         let chunk = Bytes::from(vec![0x5a; 1 << 20]);
         let length = 65u64 << 20;
         let chunks = futures::stream::iter((0..65).map(move |_| Ok(chunk.clone()))).boxed();
