@@ -1,8 +1,7 @@
-use integration_tests::get_json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use integration_tests::payload;
+use integration_tests::{get_json, payload};
 
 use crate::spawn;
 
@@ -179,14 +178,7 @@ async fn an_index_lost_with_the_process_is_rebuilt_from_the_blocks_and_the_log_s
         assert_eq!(response.status(), 200);
         log.written.insert(ts, true);
     }
-    let before = client
-        .get(format!("{base}/b/crash"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = get_json(&client, format!("{base}/b/crash")).await;
     server.child.start_kill().unwrap();
     server.child.wait().await.unwrap();
     std::fs::remove_dir_all(data.path().join("index")).unwrap();
@@ -199,14 +191,6 @@ async fn an_index_lost_with_the_process_is_rebuilt_from_the_blocks_and_the_log_s
     assert!(said, "{lines:#?}");
     let base = format!("http://{}/api/v1", server.addr);
     assert_eq!(verify(&base, &log).await, 40);
-    let after = client
-        .get(format!("{base}/b/crash"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
-    assert_eq!(parse(&after), parse(&before));
+    let after = get_json(&client, format!("{base}/b/crash")).await;
+    assert_eq!(after, before);
 }

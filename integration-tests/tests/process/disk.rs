@@ -1,9 +1,8 @@
-use integration_tests::{get_bytes, get_json};
 use std::path::Path;
 use std::process::Stdio;
 
 use integration_tests::process::ServerProcess;
-use integration_tests::{error_detail, payload};
+use integration_tests::{error_detail, get_bytes, get_json, payload};
 
 use crate::server_binary;
 

@@ -1,6 +1,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
+use integration_tests::get_json;
 use integration_tests::otlp::{Receiver, Span};
 use integration_tests::process::ServerProcess;
 use integration_tests::prometheus::{self, Sample};
@@ -94,15 +95,7 @@ async fn one_request_is_one_trace_across_gateway_storage_node_and_query_service(
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let text = client
-        .get(format!("{base}/b/traced/e/q"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"]
+    let id = get_json(&client, format!("{base}/b/traced/e/q")).await["id"]
         .as_u64()
         .unwrap();
     let response = client
