@@ -8,8 +8,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram};
+use proto::telemetry::{ServerSpan, keys};
 use tracing::Instrument;
-use tracing::field::Empty;
 
 pub struct HttpMetrics {
     requests: Counter<u64>,
@@ -59,38 +59,40 @@ pub async fn observe(
             .find(|(name, _)| *name == key)
             .map_or("", |(_, value)| value)
     };
-    // Fields known now are given at once: each later `record` formats the span's fields again.
-    let exporting = proto::telemetry::exporting();
-    let trace_id =
-        (!exporting).then(|| proto::telemetry::request_trace_id(&tracing::Span::none(), request.headers()));
-    let span = tracing::info_span!(
+    let request_bytes = content_length(request.headers());
+    let span = ServerSpan::start(format!("{method} {route}"), request.headers(), || {
+        let mut attributes = vec![
+            KeyValue::new(keys::HTTP_METHOD, method.clone()),
+            KeyValue::new(keys::HTTP_ROUTE, route.clone()),
+            KeyValue::new(keys::BUCKET, param("bucket").to_string()),
+            KeyValue::new(keys::ENTRY, param("entry").to_string()),
+        ];
+        if let Some(bytes) = request_bytes {
+            attributes.push(KeyValue::new(keys::HTTP_REQUEST_BODY_SIZE, bytes as i64));
+        }
+        attributes
+    });
+    let log_span = tracing::info_span!(
         "http",
-        otel.kind = "server",
-        otel.name = %format_args!("{method} {route}"),
         http.method = %method,
         http.route = %route,
         bucket = param("bucket"),
         entry = param("entry"),
-        request_bytes = content_length(request.headers()),
-        trace_id = trace_id,
-        http.status_code = Empty,
-        response_bytes = Empty,
+        request_bytes,
+        trace_id = span.trace_id(),
     );
-    if exporting {
-        proto::telemetry::set_remote_parent(&span, request.headers());
-        span.record(
-            "trace_id",
-            proto::telemetry::request_trace_id(&span, request.headers()),
-        );
-    }
     let started = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
+    let response = span.run(next.run(request).instrument(log_span.clone())).await;
     let status = response.status().as_u16();
-    if exporting {
-        span.record("http.status_code", status);
-        span.record("response_bytes", content_length(response.headers()));
-    }
-    span.in_scope(|| tracing::debug!(status, "answered"));
+    let response_bytes = content_length(response.headers());
+    span.end(status >= 500, || {
+        let mut attributes = vec![KeyValue::new(keys::HTTP_STATUS_CODE, i64::from(status))];
+        if let Some(bytes) = response_bytes {
+            attributes.push(KeyValue::new(keys::HTTP_RESPONSE_BODY_SIZE, bytes as i64));
+        }
+        attributes
+    });
+    log_span.in_scope(|| tracing::debug!(status, response_bytes, "answered"));
     let attributes = [KeyValue::new("route", route), KeyValue::new("method", method)];
     metrics
         .duration

@@ -1,6 +1,7 @@
 //! An OTLP/gRPC receiver of traces and metrics, for tests (which keep the spans) and for
 //! measuring the cost of exporting telemetry (which only counts them).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +17,18 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
+fn text(value: Option<&AnyValue>) -> String {
+    match value.and_then(|value| value.value.as_ref()) {
+        Some(Value::StringValue(text)) => text.clone(),
+        Some(Value::IntValue(number)) => number.to_string(),
+        Some(Value::BoolValue(flag)) => flag.to_string(),
+        Some(Value::DoubleValue(number)) => number.to_string(),
+        other => format!("{other:?}"),
+    }
+}
 
 /// One span as the receiver got it.
 #[derive(Debug, Clone)]
@@ -26,6 +38,8 @@ pub struct Span {
     pub trace_id: Vec<u8>,
     pub span_id: Vec<u8>,
     pub parent_span_id: Vec<u8>,
+    /// Attributes, their values written as text.
+    pub attributes: HashMap<String, String>,
 }
 
 #[derive(Clone, Default)]
@@ -75,6 +89,7 @@ impl TraceService for Receiver {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut received = Vec::new();
+        let mut count = 0;
         for resource_spans in request.into_inner().resource_spans {
             let service = resource_spans
                 .resource
@@ -87,24 +102,32 @@ impl TraceService for Receiver {
                 })
                 .unwrap_or_default();
             for scope in resource_spans.scope_spans {
+                count += scope.spans.len() as u64;
+                if !self.keep {
+                    continue;
+                }
                 for span in scope.spans {
+                    let attributes = span
+                        .attributes
+                        .iter()
+                        .map(|attribute| (attribute.key.clone(), text(attribute.value.as_ref())))
+                        .collect();
                     received.push(Span {
                         service: service.clone(),
                         name: span.name,
                         trace_id: span.trace_id,
                         span_id: span.span_id,
                         parent_span_id: span.parent_span_id,
+                        attributes,
                     });
                 }
             }
         }
-        self.count.fetch_add(received.len() as u64, Ordering::SeqCst);
-        if self.keep {
-            self.spans
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(received);
-        }
+        self.count.fetch_add(count, Ordering::SeqCst);
+        self.spans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(received);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))

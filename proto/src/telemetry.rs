@@ -10,16 +10,43 @@
 //! - W3C trace context crosses gRPC calls in their metadata ([`inject_context`],
 //!   [`extract_context`]), so one request is one trace across the services.
 
-use std::sync::OnceLock;
+use std::future::Future;
+use std::sync::{LazyLock, OnceLock};
 
-use opentelemetry::propagation::{Extractor, Injector};
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{
+    FutureExt, Span, SpanBuilder, SpanKind, TraceContextExt, TracerProvider as _, WithContext,
+};
+use opentelemetry::{Key, KeyValue};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use tracing::Instrument;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// Attribute keys of spans, after the OpenTelemetry semantic conventions.
+pub mod keys {
+    use opentelemetry::Key;
+
+    pub const HTTP_METHOD: Key = Key::from_static_str("http.request.method");
+    pub const HTTP_ROUTE: Key = Key::from_static_str("http.route");
+    pub const HTTP_STATUS_CODE: Key = Key::from_static_str("http.response.status_code");
+    pub const HTTP_REQUEST_BODY_SIZE: Key = Key::from_static_str("http.request.body.size");
+    pub const HTTP_RESPONSE_BODY_SIZE: Key = Key::from_static_str("http.response.body.size");
+    pub const BUCKET: Key = Key::from_static_str("reduct.bucket");
+    pub const ENTRY: Key = Key::from_static_str("reduct.entry");
+}
+
+const RPC_SYSTEM: Key = Key::from_static_str("rpc.system");
+const RPC_GRPC_STATUS_CODE: Key = Key::from_static_str("rpc.grpc.status_code");
+
+/// W3C trace context, the format trace context crosses processes in.
+static PROPAGATOR: LazyLock<TraceContextPropagator> = LazyLock::new(TraceContextPropagator::new);
+
+/// The tracer of the process's spans, set by [`init`] when they are exported.
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
 /// Bucket boundaries of histograms of durations in seconds: from half a millisecond (a small
 /// record in the page cache) to a minute (gigabytes over a slow link).
@@ -29,12 +56,9 @@ pub fn seconds_buckets() -> Vec<f64> {
     ]
 }
 
-/// Whether spans are exported (set by [`init`]).
-static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// Whether spans are exported over OTLP; when they are not, spans only serve the logs.
 pub fn exporting() -> bool {
-    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+    TRACER.get().is_some()
 }
 
 /// The registry behind [`prometheus_text`], set by [`init`].
@@ -88,7 +112,6 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
         .with_service_name(service_name.unwrap_or_else(|| service.to_string()))
         .build();
     let otlp = otlp_configured();
-    EXPORTING.store(otlp, std::sync::atomic::Ordering::Relaxed);
 
     let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource.clone());
     if otlp {
@@ -99,7 +122,9 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
         tracer_provider = tracer_provider.with_batch_exporter(exporter);
     }
     let tracer_provider = tracer_provider.build();
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    if otlp {
+        let _ = TRACER.set(tracer_provider.tracer(service));
+    }
 
     let registry = prometheus::Registry::new();
     let prometheus_reader = opentelemetry_prometheus::exporter()
@@ -123,31 +148,19 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
     opentelemetry::global::set_meter_provider(meter_provider.clone());
     let _ = REGISTRY.set(registry);
 
-    // Spans become OpenTelemetry spans only when they are exported: building them costs more
-    // than the rest of a small request's telemetry.
-    let traces = otlp.then(|| {
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer_provider.tracer(service))
-            // Busy/idle time, thread and source location of every span: attributes nobody reads
-            // in a request trace, and the main part of a span's cost on small requests.
-            .with_tracked_inactivity(false)
-            .with_threads(false)
-            .with_location(false)
-    });
     let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let subscriber = tracing_subscriber::registry().with(filter).with(traces);
     let installed = if logs.log_format == "json" {
-        subscriber
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
+        let lines = tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false);
+        tracing_subscriber::registry()
+            .with(lines.with_filter(filter))
             .try_init()
     } else {
-        subscriber
-            .with(tracing_subscriber::fmt::layer().with_ansi(colours))
+        let lines = tracing_subscriber::fmt::layer().with_ansi(colours);
+        tracing_subscriber::registry()
+            .with(lines.with_filter(filter))
             .try_init()
     };
     installed.map_err(|e| format!("Cannot set up logging: {e}"))?;
@@ -169,21 +182,9 @@ pub fn prometheus_text() -> String {
     String::from_utf8(text).unwrap_or_default()
 }
 
-/// The trace id of `span`, as logged (`None` when the span is not traced).
-pub fn trace_id(span: &tracing::Span) -> Option<String> {
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
-}
-
-/// The trace id a request's log lines carry: its span's when traces are exported, else the one
-/// the caller sent in `traceparent`, else a new random one.
-pub fn request_trace_id(span: &tracing::Span, headers: &http::HeaderMap) -> String {
-    if let Some(id) = trace_id(span) {
-        return id;
-    }
+/// The trace id a request's log lines carry when its span is not exported: the one the caller
+/// sent in `traceparent`, else a new random one.
+fn unexported_trace_id(headers: &http::HeaderMap) -> String {
     let sent = headers
         .get("traceparent")
         .and_then(|value| value.to_str().ok())
@@ -194,6 +195,72 @@ pub fn request_trace_id(span: &tracing::Span, headers: &http::HeaderMap) -> Stri
     match sent {
         Some(id) => id.to_ascii_lowercase(),
         None => format!("{:032x}", random_u128()),
+    }
+}
+
+/// The OpenTelemetry span of a request a service serves, child of the trace context its caller
+/// sent, and the trace id its log lines carry. Without an exporter it holds only the trace id.
+///
+/// Spans are built with the OpenTelemetry SDK directly rather than from `tracing` spans: the
+/// bridge between the two cost as much again as the span itself, and `tracing` spans then serve
+/// the logs alone, so the log level cannot switch traces off.
+pub struct ServerSpan {
+    context: Option<opentelemetry::Context>,
+    trace_id: String,
+}
+
+impl ServerSpan {
+    /// Starts the span `name` of a request with `headers`; `attributes` are built only when the
+    /// span is exported.
+    pub fn start(
+        name: impl Into<std::borrow::Cow<'static, str>>,
+        headers: &http::HeaderMap,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Self {
+        let Some(tracer) = TRACER.get() else {
+            return Self {
+                context: None,
+                trace_id: unexported_trace_id(headers),
+            };
+        };
+        let parent = extract_context(headers);
+        let span = SpanBuilder::from_name(name)
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes())
+            .start_with_context(tracer, &parent);
+        let trace_id = span.span_context().trace_id().to_string();
+        Self {
+            context: Some(parent.with_span(span)),
+            trace_id,
+        }
+    }
+
+    /// The trace id, as logged: 32 lowercase hex digits.
+    pub fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+
+    /// Runs `future` with this span as the current trace context, so the calls it makes to other
+    /// services carry it ([`inject_context`]).
+    pub fn run<F: Future>(&self, future: F) -> futures::future::Either<WithContext<F>, F> {
+        match &self.context {
+            Some(context) => futures::future::Either::Left(future.with_context(context.clone())),
+            None => futures::future::Either::Right(future),
+        }
+    }
+
+    /// Ends the span with the `attributes` of the answer (built only when the span is exported),
+    /// marking it failed when `failed`.
+    pub fn end(self, failed: bool, attributes: impl FnOnce() -> Vec<KeyValue>) {
+        let Some(context) = self.context else {
+            return;
+        };
+        let span = context.span();
+        span.set_attributes(attributes());
+        if failed {
+            span.set_status(opentelemetry::trace::Status::error(""));
+        }
+        span.end();
     }
 }
 
@@ -235,24 +302,15 @@ impl Extractor for HeaderExtractor<'_> {
 
 /// Writes the current span's trace context into outgoing gRPC metadata.
 pub fn inject_context(metadata: &mut tonic::metadata::MetadataMap) {
-    let context = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut MetadataInjector(metadata))
-    });
+    let context = opentelemetry::Context::current();
+    if context.span().span_context().is_valid() {
+        PROPAGATOR.inject_context(&context, &mut MetadataInjector(metadata));
+    }
 }
 
 /// The trace context a caller sent in its HTTP headers or gRPC metadata.
 pub fn extract_context(headers: &http::HeaderMap) -> opentelemetry::Context {
-    opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
-}
-
-/// Makes `span` a child of the trace context the caller sent.
-pub fn set_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) {
-    let parent = extract_context(headers);
-    if parent.span().span_context().is_valid() {
-        // Fails only when the span is disabled, which leaves nothing to link.
-        let _ = span.set_parent(parent);
-    }
+    PROPAGATOR.extract(&HeaderExtractor(headers))
 }
 
 /// A tonic interceptor that sends the current trace context with every call.
@@ -261,18 +319,61 @@ pub fn propagate(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, 
     Ok(request)
 }
 
-/// The span of a gRPC call a service receives, child of the caller's.
-pub fn grpc_server_span(request: &http::Request<()>) -> tracing::Span {
-    let span = tracing::info_span!(
-        "grpc",
-        otel.kind = "server",
-        otel.name = %request.uri().path(),
-        rpc.method = %request.uri().path(),
-        trace_id = tracing::field::Empty,
-    );
-    set_remote_parent(&span, request.headers());
-    span.record("trace_id", request_trace_id(&span, request.headers()));
-    span
+/// Traces every gRPC call a server receives: an OpenTelemetry span named after the method, child
+/// of the caller's, and a `tracing` span for the call's log lines. Add it with
+/// `Server::builder().layer(GrpcTracing)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcTracing;
+
+impl<S> tower::Layer<S> for GrpcTracing {
+    type Service = GrpcTraced<S>;
+
+    fn layer(&self, inner: S) -> GrpcTraced<S> {
+        GrpcTraced(inner)
+    }
+}
+
+/// A gRPC service traced by [`GrpcTracing`].
+#[derive(Debug, Clone)]
+pub struct GrpcTraced<S>(S);
+
+impl<S, B, R> tower::Service<http::Request<B>> for GrpcTraced<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().to_string();
+        let span = ServerSpan::start(method.clone(), request.headers(), || {
+            vec![KeyValue::new(RPC_SYSTEM, "grpc")]
+        });
+        let log_span = tracing::info_span!("grpc", rpc.method = %method, trace_id = %span.trace_id());
+        let call = self.0.call(request).instrument(log_span);
+        Box::pin(async move {
+            let result = span.run(call).await;
+            // An error is answered at once, its status in the headers; a call that succeeds so
+            // far sends its status in the trailers, after this span ends.
+            let status = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<i64>().ok())
+                    .unwrap_or(0),
+                Err(_) => 2,
+            };
+            span.end(status != 0, || vec![KeyValue::new(RPC_GRPC_STATUS_CODE, status)]);
+            result
+        })
+    }
 }
 
 #[cfg(test)]
@@ -282,22 +383,18 @@ mod tests {
     #[test]
     fn without_export_a_request_keeps_the_callers_trace_id_or_gets_a_new_one() {
         let mut headers = http::HeaderMap::new();
-        let none = tracing::Span::none();
-        let fresh = request_trace_id(&none, &headers);
+        let fresh = unexported_trace_id(&headers);
         assert_eq!(fresh.len(), 32);
-        assert_ne!(fresh, request_trace_id(&none, &headers));
+        assert_ne!(fresh, unexported_trace_id(&headers));
         let sent = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
         headers.insert("traceparent", sent.parse().unwrap());
-        assert_eq!(
-            request_trace_id(&none, &headers),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
+        assert_eq!(unexported_trace_id(&headers), "4bf92f3577b34da6a3ce929d0e0e4736");
         headers.insert(
             "traceparent",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
                 .parse()
                 .unwrap(),
         );
-        assert_ne!(request_trace_id(&none, &headers), "0".repeat(32));
+        assert_ne!(unexported_trace_id(&headers), "0".repeat(32));
     }
 }

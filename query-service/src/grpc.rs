@@ -35,7 +35,7 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<QueryServer<GrpcQuery>>().await;
     tonic::transport::Server::builder()
-        .trace_fn(proto::telemetry::grpc_server_span)
+        .layer(proto::telemetry::GrpcTracing)
         .add_service(health_service)
         .add_service(QueryServer::new(GrpcQuery::new(query)))
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -44,7 +44,7 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<StorageServer<GrpcStorage>>().await;
     tonic::transport::Server::builder()
-        .trace_fn(proto::telemetry::grpc_server_span)
+        .layer(proto::telemetry::GrpcTracing)
         .http2_keepalive_interval(Some(KEEP_ALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
         .add_service(health_service)

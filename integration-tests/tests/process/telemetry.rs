@@ -22,9 +22,15 @@ async fn one_request_is_one_trace_across_gateway_storage_node_and_query_service(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(receiver.clone().serve(listener));
+    // The services log their start (which tells the address) and otherwise only warnings, the
+    // request spans among them: the log level does not decide what is traced.
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        (
+            "RS_LOG_LEVEL",
+            "warn,gateway=info,storage_node=info,query_service=info,gateway::observe=warn",
+        ),
     ];
 
     let data = tempfile::tempdir().unwrap();
@@ -154,6 +160,19 @@ async fn one_request_is_one_trace_across_gateway_storage_node_and_query_service(
         .expect("a storage span of the write");
     assert_eq!(stored.trace_id, write.trace_id);
     assert_eq!(by_id[stored.parent_span_id.as_slice()].service, "gateway");
+
+    // The gateway's spans say what was asked and what was answered.
+    let attribute = |span: &Span, key: &str| span.attributes.get(key).cloned().unwrap_or_default();
+    for (span, method, status) in [(write, "POST", "200"), (read, "GET", "200")] {
+        assert_eq!(attribute(span, "http.request.method"), method, "{span:?}");
+        assert_eq!(attribute(span, "http.route"), "/api/v1/b/{bucket}/{entry}");
+        assert_eq!(attribute(span, "reduct.bucket"), "traced");
+        assert_eq!(attribute(span, "reduct.entry"), "e");
+        assert_eq!(attribute(span, "http.response.status_code"), status);
+    }
+    assert_eq!(attribute(write, "http.request.body.size"), "3");
+    assert_eq!(attribute(read, "http.response.body.size"), "3");
+    assert_eq!(attribute(stored, "rpc.grpc.status_code"), "0");
 }
 
 /// The value of a sample; a sample that is not there is an error unless `absent_is_zero` (a
