@@ -1,6 +1,7 @@
 //! A span and metrics for every HTTP request.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
@@ -44,6 +45,48 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// The method as spans and metrics name it: one of the standard methods, else `_OTHER`, so that
+/// what a client sends cannot grow the set of names.
+fn method_name(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "_OTHER",
+    }
+}
+
+/// The route and the span name of a request as `&'static str`. The router has a fixed, small set
+/// of routes, each with a few methods, so each name is allocated once for the life of the process
+/// and every request's span and metrics then carry it without copying.
+fn route_names(method: &'static str, route: &str) -> (&'static str, &'static str) {
+    /// By route: the route and, by method, the span name.
+    type Names = HashMap<String, (&'static str, Vec<(&'static str, &'static str)>)>;
+    static NAMES: LazyLock<RwLock<Names>> = LazyLock::new(RwLock::default);
+    let find = |names: &Names| {
+        let (route, methods) = names.get(route)?;
+        let (_, name) = methods.iter().find(|(known, _)| *known == method)?;
+        Some((*route, *name))
+    };
+    if let Some(names) = find(&NAMES.read().unwrap_or_else(|p| p.into_inner())) {
+        return names;
+    }
+    let mut names = NAMES.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(found) = find(&names) {
+        return found;
+    }
+    let (route, methods) = names
+        .entry(route.to_string())
+        .or_insert_with(|| (Box::leak(route.into()), Vec::new()));
+    let name: &'static str = Box::leak(format!("{method} {route}").into());
+    methods.push((method, name));
+    (route, name)
+}
+
 pub async fn observe(
     State(metrics): State<Arc<HttpMetrics>>,
     route: MatchedPath,
@@ -51,8 +94,8 @@ pub async fn observe(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = route.as_str().to_string();
-    let method = request.method().to_string();
+    let method = method_name(request.method());
+    let (route, name) = route_names(method, route.as_str());
     let param = |key: &str| {
         params
             .iter()
@@ -60,46 +103,72 @@ pub async fn observe(
             .map_or("", |(_, value)| value)
     };
     let request_bytes = content_length(request.headers());
-    let span = ServerSpan::start(format!("{method} {route}"), request.headers(), || {
-        let mut attributes = vec![
-            KeyValue::new(keys::HTTP_METHOD, method.clone()),
-            KeyValue::new(keys::HTTP_ROUTE, route.clone()),
-            KeyValue::new(keys::BUCKET, param("bucket").to_string()),
-            KeyValue::new(keys::ENTRY, param("entry").to_string()),
-        ];
-        if let Some(bytes) = request_bytes {
+    // Each attribute is a good part of what exporting a span costs: those that would be empty
+    // are left out.
+    let span = ServerSpan::start(name, request.headers(), || {
+        let mut attributes = Vec::with_capacity(5);
+        attributes.push(KeyValue::new(keys::HTTP_METHOD, method));
+        attributes.push(KeyValue::new(keys::HTTP_ROUTE, route));
+        for (key, name) in [(keys::BUCKET, "bucket"), (keys::ENTRY, "entry")] {
+            let value = param(name);
+            if !value.is_empty() {
+                attributes.push(KeyValue::new(key, value.to_string()));
+            }
+        }
+        if let Some(bytes) = request_bytes.filter(|bytes| *bytes > 0) {
             attributes.push(KeyValue::new(keys::HTTP_REQUEST_BODY_SIZE, bytes as i64));
         }
         attributes
     });
     let log_span = tracing::info_span!(
         "http",
-        http.method = %method,
-        http.route = %route,
+        http.method = method,
+        http.route = route,
         bucket = param("bucket"),
         entry = param("entry"),
         request_bytes,
-        trace_id = span.trace_id(),
+        trace_id = %span.trace_id(),
     );
     let started = Instant::now();
     let response = span.run(next.run(request).instrument(log_span.clone())).await;
     let status = response.status().as_u16();
     let response_bytes = content_length(response.headers());
     span.end(status >= 500, || {
-        let mut attributes = vec![KeyValue::new(keys::HTTP_STATUS_CODE, i64::from(status))];
-        if let Some(bytes) = response_bytes {
+        let mut attributes = Vec::with_capacity(2);
+        attributes.push(KeyValue::new(keys::HTTP_STATUS_CODE, i64::from(status)));
+        if let Some(bytes) = response_bytes.filter(|bytes| *bytes > 0) {
             attributes.push(KeyValue::new(keys::HTTP_RESPONSE_BODY_SIZE, bytes as i64));
         }
         attributes
     });
     log_span.in_scope(|| tracing::debug!(status, response_bytes, "answered"));
-    let attributes = [KeyValue::new("route", route), KeyValue::new("method", method)];
+    let route = KeyValue::new("route", route);
+    let method = KeyValue::new("method", method);
     metrics
         .duration
-        .record(started.elapsed().as_secs_f64(), &attributes);
-    let [route, method] = attributes;
+        .record(started.elapsed().as_secs_f64(), &[route.clone(), method.clone()]);
     metrics
         .requests
         .add(1, &[route, method, KeyValue::new("status", i64::from(status))]);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_names_are_made_once_and_unknown_methods_share_one_name() {
+        let (route, name) = route_names("GET", "/api/v1/b/{bucket}");
+        assert_eq!((route, name), ("/api/v1/b/{bucket}", "GET /api/v1/b/{bucket}"));
+        let (again, again_name) = route_names("GET", &String::from("/api/v1/b/{bucket}"));
+        assert!(std::ptr::eq(route, again) && std::ptr::eq(name, again_name));
+        let (same_route, post) = route_names("POST", "/api/v1/b/{bucket}");
+        assert!(std::ptr::eq(route, same_route));
+        assert_eq!(post, "POST /api/v1/b/{bucket}");
+
+        assert_eq!(method_name(&http::Method::DELETE), "DELETE");
+        let custom = http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_name(&custom), "_OTHER");
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::{LazyLock, OnceLock};
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
-    FutureExt, Span, SpanBuilder, SpanKind, TraceContextExt, TracerProvider as _, WithContext,
+    FutureExt, Span, SpanBuilder, SpanKind, TraceContextExt, TraceId, TracerProvider as _, WithContext,
 };
 use opentelemetry::{Key, KeyValue};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -184,18 +184,15 @@ pub fn prometheus_text() -> String {
 
 /// The trace id a request's log lines carry when its span is not exported: the one the caller
 /// sent in `traceparent`, else a new random one.
-fn unexported_trace_id(headers: &http::HeaderMap) -> String {
-    let sent = headers
+fn unexported_trace_id(headers: &http::HeaderMap) -> TraceId {
+    headers
         .get("traceparent")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split('-').nth(1))
-        .filter(|id| {
-            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0')
-        });
-    match sent {
-        Some(id) => id.to_ascii_lowercase(),
-        None => format!("{:032x}", random_u128()),
-    }
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|id| TraceId::from_hex(id).ok())
+        .filter(|id| *id != TraceId::INVALID)
+        .unwrap_or_else(|| TraceId::from(random_u128()))
 }
 
 /// The OpenTelemetry span of a request a service serves, child of the trace context its caller
@@ -206,7 +203,7 @@ fn unexported_trace_id(headers: &http::HeaderMap) -> String {
 /// the logs alone, so the log level cannot switch traces off.
 pub struct ServerSpan {
     context: Option<opentelemetry::Context>,
-    trace_id: String,
+    trace_id: TraceId,
 }
 
 impl ServerSpan {
@@ -228,16 +225,16 @@ impl ServerSpan {
             .with_kind(SpanKind::Server)
             .with_attributes(attributes())
             .start_with_context(tracer, &parent);
-        let trace_id = span.span_context().trace_id().to_string();
+        let trace_id = span.span_context().trace_id();
         Self {
             context: Some(parent.with_span(span)),
             trace_id,
         }
     }
 
-    /// The trace id, as logged: 32 lowercase hex digits.
-    pub fn trace_id(&self) -> &str {
-        &self.trace_id
+    /// The trace id (displayed as logged: 32 lowercase hex digits).
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
     }
 
     /// Runs `future` with this span as the current trace context, so the calls it makes to other
@@ -384,17 +381,20 @@ mod tests {
     fn without_export_a_request_keeps_the_callers_trace_id_or_gets_a_new_one() {
         let mut headers = http::HeaderMap::new();
         let fresh = unexported_trace_id(&headers);
-        assert_eq!(fresh.len(), 32);
+        assert_ne!(fresh, TraceId::INVALID);
         assert_ne!(fresh, unexported_trace_id(&headers));
         let sent = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
         headers.insert("traceparent", sent.parse().unwrap());
-        assert_eq!(unexported_trace_id(&headers), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            unexported_trace_id(&headers).to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         headers.insert(
             "traceparent",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
                 .parse()
                 .unwrap(),
         );
-        assert_ne!(unexported_trace_id(&headers), "0".repeat(32));
+        assert_ne!(unexported_trace_id(&headers), TraceId::INVALID);
     }
 }
