@@ -1,10 +1,11 @@
 //! Telemetry of every service: logs, traces and metrics.
 //!
-//! - Logs go to stdout, as text or JSON; lines written inside a request's span carry its
-//!   `trace_id`.
-//! - Spans become OpenTelemetry traces, exported over OTLP/gRPC when
+//! - Logs go to stdout, as text or JSON, through `tracing`; lines written inside a request's
+//!   `tracing` span carry its `trace_id`.
+//! - Every request a service serves is an OpenTelemetry span ([`ServerSpan`], and
+//!   [`GrpcTracing`] for gRPC servers), exported over OTLP/gRPC when
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (with the other standard `OTEL_*` variables); without
-//!   it nothing is exported and the cost is that of creating the spans.
+//!   it no span is made or exported, and a request only gets a trace id for its log lines.
 //! - Metrics are recorded with the OpenTelemetry API: always readable as Prometheus text
 //!   ([`prometheus_text`]), and exported over OTLP with the traces.
 //! - W3C trace context crosses gRPC calls in their metadata ([`inject_context`],
@@ -54,11 +55,6 @@ pub fn seconds_buckets() -> Vec<f64> {
     vec![
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     ]
-}
-
-/// Whether spans are exported over OTLP; when they are not, spans only serve the logs.
-pub fn exporting() -> bool {
-    TRACER.get().is_some()
 }
 
 /// The registry behind [`prometheus_text`], set by [`init`].
