@@ -45,6 +45,12 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// A byte count as a span attribute (which holds an `i64`): a `Content-Length` beyond it, which no
+/// real body has, is capped rather than wrapped to a negative size.
+fn attribute_int(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
 /// The method as spans and metrics name it: one of the standard methods, else `_OTHER`, so that
 /// what a client sends cannot grow the set of names.
 fn method_name(method: &http::Method) -> &'static str {
@@ -116,7 +122,7 @@ pub async fn observe(
             }
         }
         if let Some(bytes) = request_bytes.filter(|bytes| *bytes > 0) {
-            attributes.push(KeyValue::new(keys::HTTP_REQUEST_BODY_SIZE, bytes as i64));
+            attributes.push(KeyValue::new(keys::HTTP_REQUEST_BODY_SIZE, attribute_int(bytes)));
         }
         attributes
     });
@@ -137,7 +143,7 @@ pub async fn observe(
         let mut attributes = Vec::with_capacity(2);
         attributes.push(KeyValue::new(keys::HTTP_STATUS_CODE, i64::from(status)));
         if let Some(bytes) = response_bytes.filter(|bytes| *bytes > 0) {
-            attributes.push(KeyValue::new(keys::HTTP_RESPONSE_BODY_SIZE, bytes as i64));
+            attributes.push(KeyValue::new(keys::HTTP_RESPONSE_BODY_SIZE, attribute_int(bytes)));
         }
         attributes
     });
@@ -168,6 +174,7 @@ mod tests {
         assert_eq!(post, "POST /api/v1/b/{bucket}");
 
         assert_eq!(method_name(&http::Method::DELETE), "DELETE");
+        assert_eq!(attribute_int(u64::MAX), i64::MAX);
         let custom = http::Method::from_bytes(b"BREW").unwrap();
         assert_eq!(method_name(&custom), "_OTHER");
     }
