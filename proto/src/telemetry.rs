@@ -11,6 +11,8 @@
 //! - W3C trace context crosses gRPC calls in their metadata ([`inject_context`],
 //!   [`extract_context`]), so one request is one trace across the services.
 
+mod otlp;
+
 use std::future::Future;
 use std::sync::{LazyLock, OnceLock};
 
@@ -111,11 +113,8 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
 
     let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource.clone());
     if otlp {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-            .map_err(|e| format!("Cannot set up the OTLP trace exporter: {e}"))?;
-        tracer_provider = tracer_provider.with_batch_exporter(exporter);
+        let config = otlp::ExportConfig::from_env(|name| std::env::var(name).ok())?;
+        tracer_provider = tracer_provider.with_batch_exporter(otlp::OtlpSpanExporter::new(&config)?);
     }
     let tracer_provider = tracer_provider.build();
     if otlp {
