@@ -112,7 +112,8 @@ pub async fn observe(
     // Each attribute is a good part of what exporting a span costs: those that would be empty
     // are left out.
     let span = ServerSpan::start(name, request.headers(), || {
-        let mut attributes = Vec::with_capacity(5);
+        // Room for the two attributes of the answer too, added when the span ends.
+        let mut attributes = Vec::with_capacity(7);
         attributes.push(KeyValue::new(keys::HTTP_METHOD, method));
         attributes.push(KeyValue::new(keys::HTTP_ROUTE, route));
         for (key, name) in [(keys::BUCKET, "bucket"), (keys::ENTRY, "entry")] {

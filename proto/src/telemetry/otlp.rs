@@ -121,6 +121,8 @@ pub(super) struct OtlpSpanExporter {
     client: tonic::client::Grpc<tonic::transport::Channel>,
     metadata: tonic::metadata::MetadataMap,
     resource: Resource,
+    /// The size of the last batch, to allocate the next one at once.
+    last_size: std::sync::atomic::AtomicUsize,
 }
 
 impl OtlpSpanExporter {
@@ -144,13 +146,17 @@ impl OtlpSpanExporter {
             client: tonic::client::Grpc::new(channel),
             metadata,
             resource: Resource::builder_empty().build(),
+            last_size: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 }
 
 impl SpanExporter for OtlpSpanExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let body = encode_export_request(&self.resource, &batch);
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut body = Vec::with_capacity(self.last_size.load(Relaxed) + self.last_size.load(Relaxed) / 8);
+        encode_export_request(&mut body, &self.resource, &batch);
+        self.last_size.store(body.len(), Relaxed);
         drop(batch);
         let mut client = self.client.clone();
         client
@@ -220,18 +226,18 @@ impl tonic::codec::Decoder for EncodedCodec {
     }
 }
 
-/// The protobuf encoding of an `ExportTraceServiceRequest` of `spans`: one `ResourceSpans`, with
-/// a `ScopeSpans` for each instrumentation scope in the order they first appear.
-pub(super) fn encode_export_request(resource: &Resource, spans: &[SpanData]) -> Vec<u8> {
+/// Appends to `buf` the protobuf encoding of an `ExportTraceServiceRequest` of `spans`: one
+/// `ResourceSpans`, with a `ScopeSpans` for each instrumentation scope in the order they first
+/// appear.
+pub(super) fn encode_export_request(buf: &mut Vec<u8>, resource: &Resource, spans: &[SpanData]) {
     let mut scopes: Vec<&InstrumentationScope> = Vec::new();
     for span in spans {
         if !scopes.contains(&&span.instrumentation_scope) {
             scopes.push(&span.instrumentation_scope);
         }
     }
-    let mut buf = Vec::with_capacity(256 * spans.len() + 256);
     // ExportTraceServiceRequest.resource_spans
-    message(&mut buf, 1, |buf| {
+    message(buf, 1, |buf| {
         // ResourceSpans.resource
         message(buf, 1, |buf| {
             for (key, value) in resource.iter() {
@@ -257,7 +263,6 @@ pub(super) fn encode_export_request(resource: &Resource, spans: &[SpanData]) -> 
         }
         string(buf, 3, resource.schema_url().unwrap_or_default());
     });
-    buf
 }
 
 /// The fields of an OTLP `Span`.
@@ -504,8 +509,9 @@ mod tests {
     }
 
     fn decoded(resource: &Resource, spans: &[SpanData]) -> ExportTraceServiceRequest {
-        ExportTraceServiceRequest::decode(encode_export_request(resource, spans).as_slice())
-            .expect("the encoding is valid protobuf")
+        let mut encoded = Vec::new();
+        encode_export_request(&mut encoded, resource, spans);
+        ExportTraceServiceRequest::decode(encoded.as_slice()).expect("the encoding is valid protobuf")
     }
 
     fn time(nanos: u64) -> SystemTime {
