@@ -338,11 +338,13 @@ fn unix_nanos(time: SystemTime) -> u64 {
         .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
 }
 
+#[inline]
 fn attribute_field(buf: &mut Vec<u8>, field: u32, attribute: &KeyValue) {
     key_value(buf, field, attribute.key.as_str(), &attribute.value);
 }
 
 /// A `KeyValue` message in `field`.
+#[inline]
 fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
     message(buf, field, |buf| {
         string(buf, 1, key);
@@ -410,16 +412,24 @@ fn varint_bytes(mut value: u64) -> ([u8; 10], usize) {
     (bytes, size + 1)
 }
 
+#[inline]
 fn varint(buf: &mut Vec<u8>, value: u64) {
-    let (bytes, size) = varint_bytes(value);
-    buf.extend_from_slice(&bytes[..size]);
+    // Tags and most lengths and counts fit in one byte.
+    if value < 0x80 {
+        buf.push(value as u8);
+    } else {
+        let (bytes, size) = varint_bytes(value);
+        buf.extend_from_slice(&bytes[..size]);
+    }
 }
 
+#[inline]
 fn tag(buf: &mut Vec<u8>, field: u32, wire: u8) {
     varint(buf, (u64::from(field) << 3) | u64::from(wire));
 }
 
 /// A varint field; proto3 leaves out zero.
+#[inline]
 fn uint(buf: &mut Vec<u8>, field: u32, value: u64) {
     if value != 0 {
         tag(buf, field, WIRE_VARINT);
@@ -427,6 +437,7 @@ fn uint(buf: &mut Vec<u8>, field: u32, value: u64) {
     }
 }
 
+#[inline]
 fn fixed32(buf: &mut Vec<u8>, field: u32, value: u32) {
     if value != 0 {
         tag(buf, field, WIRE_FIXED32);
@@ -434,6 +445,7 @@ fn fixed32(buf: &mut Vec<u8>, field: u32, value: u32) {
     }
 }
 
+#[inline]
 fn fixed64(buf: &mut Vec<u8>, field: u32, value: u64) {
     if value != 0 {
         tag(buf, field, WIRE_FIXED64);
@@ -442,12 +454,14 @@ fn fixed64(buf: &mut Vec<u8>, field: u32, value: u64) {
 }
 
 /// A string field; proto3 leaves out the empty string.
+#[inline]
 fn string(buf: &mut Vec<u8>, field: u32, text: &str) {
     if !text.is_empty() {
         text_field(buf, field, text);
     }
 }
 
+#[inline]
 fn bytes_field(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     if !bytes.is_empty() {
         text_field_bytes(buf, field, bytes);
@@ -455,10 +469,12 @@ fn bytes_field(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
 }
 
 /// A string field written even when empty (a member of a `oneof`).
+#[inline]
 fn text_field(buf: &mut Vec<u8>, field: u32, text: &str) {
     text_field_bytes(buf, field, text.as_bytes());
 }
 
+#[inline]
 fn text_field_bytes(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     tag(buf, field, WIRE_LEN);
     varint(buf, bytes.len() as u64);
@@ -467,6 +483,7 @@ fn text_field_bytes(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
 
 /// A message field whose fields `body` writes. Its length goes before it: one byte is kept for
 /// it, and the body is moved along only when its length needs more.
+#[inline]
 fn message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     tag(buf, field, WIRE_LEN);
     let at = buf.len();
