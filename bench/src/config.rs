@@ -57,7 +57,8 @@ pub struct BenchConfig {
     #[arg(long)]
     pub csv: Option<std::path::PathBuf>,
 
-    /// PID of the server, if it runs on this machine: its peak RSS is reported (Linux).
+    /// PID of the server, if it runs on this machine: its CPU time per record and its peak RSS are
+    /// reported (Linux).
     #[arg(long)]
     pub server_pid: Option<u32>,
 

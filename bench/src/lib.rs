@@ -25,6 +25,8 @@ pub struct ScenarioResult {
     pub elapsed: Duration,
     /// Per request (per record read for queries), sorted.
     latencies: Vec<Duration>,
+    /// CPU time the server spent meanwhile, when its PID was given (Linux).
+    pub server_cpu: Option<Duration>,
 }
 
 impl ScenarioResult {
@@ -34,6 +36,12 @@ impl ScenarioResult {
 
     pub fn megabytes_per_second(&self) -> f64 {
         (self.records * self.size) as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Server CPU time per record, in microseconds.
+    pub fn server_cpu_micros_per_record(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.records > 0).then(|| cpu.as_secs_f64() * 1e6 / self.records as f64)
     }
 
     /// The latency under which `fraction` of the requests finished.
@@ -54,7 +62,7 @@ pub struct Report {
     pub server_peak_rss: Option<u64>,
 }
 
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 10] = [
     "scenario",
     "size",
     "concurrency",
@@ -64,10 +72,11 @@ const COLUMNS: [&str; 9] = [
     "MB/s",
     "p50 ms",
     "p99 ms",
+    "server CPU us/rec",
 ];
 
 impl Report {
-    fn rows(&self) -> Vec<[String; 9]> {
+    fn rows(&self) -> Vec<[String; 10]> {
         self.results
             .iter()
             .map(|r| {
@@ -81,6 +90,8 @@ impl Report {
                     format!("{:.1}", r.megabytes_per_second()),
                     format!("{:.2}", r.percentile(0.50).as_secs_f64() * 1e3),
                     format!("{:.2}", r.percentile(0.99).as_secs_f64() * 1e3),
+                    r.server_cpu_micros_per_record()
+                        .map_or_else(|| "-".to_string(), |micros| format!("{micros:.1}")),
                 ]
             })
             .collect()
@@ -428,11 +439,15 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
                     deadline: config.time_limit(),
                     progress: progress.clone(),
                 });
+                let cpu_before = config.server_pid.and_then(cpu_time);
                 let (done, elapsed, mut latencies) = match scenario {
                     "write" => run.drive(records, write_one).await?,
                     "read" => run.drive(records, read_one).await?,
                     _ => run.drive(concurrency as u64, query_share).await?,
                 };
+                let server_cpu = cpu_before
+                    .zip(config.server_pid.and_then(cpu_time))
+                    .map(|(before, after)| after.saturating_sub(before));
                 progress.finish_and_clear();
                 if scenario == "write" {
                     // Reads cover what was written, also when the time limit cut the writes.
@@ -446,6 +461,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
                     records: done,
                     elapsed,
                     latencies,
+                    server_cpu,
                 });
             }
         }
@@ -460,6 +476,17 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
     }
     report.server_peak_rss = config.server_pid.and_then(peak_rss);
     Ok(report)
+}
+
+/// The CPU time a process has used, in user and system mode, all its threads (Linux).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may hold spaces; the fields after it are numbered from 3.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    let ticks = rustix::param::clock_ticks_per_second();
+    (ticks > 0).then(|| Duration::from_secs_f64((utime + stime) as f64 / ticks as f64))
 }
 
 /// VmHWM of a process, in bytes (Linux).

@@ -60,16 +60,24 @@ async fn a_short_run_reads_back_what_it_wrote() {
         "--records",
         "20",
         "--quiet",
+        // The server runs in this process.
+        "--server-pid",
+        &std::process::id().to_string(),
     ]);
     let report = bench::run(&config).await.unwrap();
     assert_eq!(report.results.len(), 2 * 2 * 3);
     for result in &report.results {
         assert_eq!(result.records, 20, "{result:?}");
+        assert!(result.server_cpu_micros_per_record().is_some(), "{result:?}");
         assert!(result.records_per_second() > 0.0);
         assert!(result.percentile(0.99) >= result.percentile(0.5));
     }
     let table = report.table();
     assert!(table.contains("| query    | 300KiB"), "{table}");
+    assert!(
+        table.contains("server CPU us/rec") && table.contains("server peak RSS"),
+        "{table}"
+    );
     assert_eq!(report.csv().lines().count(), 1 + 12);
     // The bucket is removed after the run.
     let list = reqwest::get(format!("http://{}/api/v1/list", server.local_addr))
