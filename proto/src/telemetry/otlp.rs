@@ -820,36 +820,45 @@ mod tests {
 
     #[test]
     fn bad_export_settings_are_refused_by_name_and_value() {
-        let refused = |vars: &[(&str, &str)], names: &[&str]| {
-            let message = config(vars).unwrap_err();
+        // A variable and its value, and what the message must name.
+        let cases: [(&str, &str, &[&str]); 7] = [
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://collector:4317",
+                &["https://collector:4317", "TLS"],
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "collector:4317",
+                &["collector:4317"],
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+                "soon",
+                &["OTEL_EXPORTER_OTLP_TIMEOUT", "soon"],
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                "http/protobuf",
+                &["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"],
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+                "gzip",
+                &["OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"],
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "novalue",
+                &["OTEL_EXPORTER_OTLP_HEADERS", "novalue"],
+            ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "bad key=1", &["bad key=1"]),
+        ];
+        for (variable, value, names) in cases {
+            let message = config(&[(variable, value)]).unwrap_err();
             for name in names {
                 assert!(message.contains(name), "'{message}' does not name {name}");
             }
-        };
-        refused(
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317")],
-            &["https://collector:4317", "TLS"],
-        );
-        refused(
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")],
-            &["collector:4317"],
-        );
-        refused(
-            &[("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")],
-            &["OTEL_EXPORTER_OTLP_TIMEOUT", "soon"],
-        );
-        refused(
-            &[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")],
-            &["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"],
-        );
-        refused(
-            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
-            &["OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"],
-        );
-        refused(
-            &[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")],
-            &["OTEL_EXPORTER_OTLP_HEADERS", "novalue"],
-        );
-        refused(&[("OTEL_EXPORTER_OTLP_HEADERS", "bad key=1")], &["bad key=1"]);
+        }
     }
 }
