@@ -19,6 +19,19 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+/// The `service.name` of a resource, empty if it has none.
+fn service_name(resource: Option<&Resource>) -> String {
+    resource
+        .iter()
+        .flat_map(|resource| &resource.attributes)
+        .find(|attribute| attribute.key == "service.name")
+        .map(|attribute| text(attribute.value.as_ref()))
+        .unwrap_or_default()
+}
 
 fn text(value: Option<&AnyValue>) -> String {
     match value.and_then(|value| value.value.as_ref()) {
@@ -47,6 +60,8 @@ pub struct Receiver {
     keep: bool,
     spans: Arc<Mutex<Vec<Span>>>,
     count: Arc<AtomicU64>,
+    /// The last value of each counter, by service and metric name (summed over its attributes).
+    sums: Arc<Mutex<HashMap<(String, String), f64>>>,
 }
 
 impl Receiver {
@@ -71,6 +86,12 @@ impl Receiver {
         self.count.load(Ordering::SeqCst)
     }
 
+    /// The last value `service` sent of the counter `name`, summed over its attributes.
+    pub fn counter(&self, service: &str, name: &str) -> Option<f64> {
+        let sums = self.sums.lock().unwrap_or_else(|p| p.into_inner());
+        sums.get(&(service.to_string(), name.to_string())).copied()
+    }
+
     /// Serves OTLP/gRPC on `listener` until the runtime ends.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<(), tonic::transport::Error> {
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
@@ -91,16 +112,7 @@ impl TraceService for Receiver {
         let mut received = Vec::new();
         let mut count = 0;
         for resource_spans in request.into_inner().resource_spans {
-            let service = resource_spans
-                .resource
-                .iter()
-                .flat_map(|resource| &resource.attributes)
-                .find(|attribute| attribute.key == "service.name")
-                .and_then(|attribute| match attribute.value.as_ref()?.value.as_ref()? {
-                    Value::StringValue(name) => Some(name.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
+            let service = service_name(resource_spans.resource.as_ref());
             for scope in resource_spans.scope_spans {
                 count += scope.spans.len() as u64;
                 if !self.keep {
@@ -138,8 +150,31 @@ impl TraceService for Receiver {
 impl MetricsService for Receiver {
     async fn export(
         &self,
-        _: tonic::Request<ExportMetricsServiceRequest>,
+        request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut sums = self.sums.lock().unwrap_or_else(|p| p.into_inner());
+        for resource_metrics in request.into_inner().resource_metrics {
+            let service = service_name(resource_metrics.resource.as_ref());
+            for metric in resource_metrics
+                .scope_metrics
+                .into_iter()
+                .flat_map(|scope| scope.metrics)
+            {
+                let Some(Data::Sum(sum)) = metric.data else {
+                    continue;
+                };
+                let total = sum
+                    .data_points
+                    .iter()
+                    .map(|point| match point.value {
+                        Some(number_data_point::Value::AsInt(n)) => n as f64,
+                        Some(number_data_point::Value::AsDouble(x)) => x,
+                        None => 0.0,
+                    })
+                    .sum();
+                sums.insert((service.clone(), metric.name), total);
+            }
+        }
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: None,
         }))

@@ -77,6 +77,8 @@ pub struct LogArgs {
 /// Keeps the exporters running; dropping it flushes and stops them.
 pub struct Telemetry {
     tracer_provider: SdkTracerProvider,
+    /// Sends the metrics a last time when dropped, before the provider stops.
+    metrics_export: Option<otlp::MetricExport>,
     meter_provider: SdkMeterProvider,
 }
 
@@ -84,6 +86,7 @@ impl Drop for Telemetry {
     fn drop(&mut self) {
         // Errors here mean a collector that is gone; nothing is left to tell them to.
         let _ = self.tracer_provider.shutdown();
+        drop(self.metrics_export.take());
         let _ = self.meter_provider.shutdown();
     }
 }
@@ -128,18 +131,23 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
         .without_target_info()
         .build()
         .map_err(|e| format!("Cannot set up the Prometheus exporter: {e}"))?;
-    let mut meter_provider = SdkMeterProvider::builder()
+    // One reader aggregates every measurement, for `/metrics` and for OTLP alike: a reader of its
+    // own for OTLP would aggregate each measurement a second time, in the request.
+    let metrics = otlp::SharedReader::new(prometheus_reader);
+    let meter_provider = SdkMeterProvider::builder()
         .with_resource(resource)
-        .with_reader(prometheus_reader);
-    if otlp {
+        .with_reader(metrics.clone())
+        .build();
+    let metrics_export = if otlp {
         let exporter = opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
             .build()
             .map_err(|e| format!("Cannot set up the OTLP metric exporter: {e}"))?;
-        meter_provider =
-            meter_provider.with_reader(opentelemetry_sdk::metrics::PeriodicReader::builder(exporter).build());
-    }
-    let meter_provider = meter_provider.build();
+        let interval = otlp::metric_export_interval(|name| std::env::var(name).ok())?;
+        Some(otlp::MetricExport::start(metrics, exporter, interval)?)
+    } else {
+        None
+    };
     opentelemetry::global::set_meter_provider(meter_provider.clone());
     let _ = REGISTRY.set(registry);
 
@@ -161,6 +169,7 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
     installed.map_err(|e| format!("Cannot set up logging: {e}"))?;
     Ok(Telemetry {
         tracer_provider,
+        metrics_export,
         meter_provider,
     })
 }

@@ -173,6 +173,21 @@ async fn one_request_is_one_trace_across_gateway_storage_node_and_query_service(
     assert_eq!(attribute(write, "http.request.body.size"), "3");
     assert_eq!(attribute(read, "http.response.body.size"), "3");
     assert_eq!(attribute(stored, "rpc.grpc.status_code"), "0");
+
+    // Metrics went over OTLP too, with the last values sent as each service stopped.
+    assert_eq!(
+        receiver.counter("storage-node", "reduct_records_written"),
+        Some(1.0)
+    );
+    assert_eq!(
+        receiver.counter("storage-node", "reduct_bytes_written"),
+        Some(3.0)
+    );
+    assert_eq!(receiver.counter("storage-node", "reduct_records_read"), Some(1.0));
+    let requests = receiver
+        .counter("gateway", "reduct_http_requests")
+        .unwrap_or_default();
+    assert!(requests >= 4.0, "the gateway counted {requests} requests");
 }
 
 /// The value of a sample; a sample that is not there is an error unless `absent_is_zero` (a

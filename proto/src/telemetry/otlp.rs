@@ -1,5 +1,6 @@
-//! The OTLP/gRPC exporter of spans: where it sends them (from the standard `OTEL_EXPORTER_OTLP_*`
-//! variables), and the protobuf encoding of a batch.
+//! OTLP/gRPC export: the exporter of spans, where it sends them (from the standard
+//! `OTEL_EXPORTER_OTLP_*` variables) and the protobuf encoding of a batch; and the periodic
+//! export of metrics from the one aggregation that also serves `/metrics`.
 //!
 //! The OpenTelemetry OTLP crate exports a batch by cloning it, converting every span into
 //! generated protobuf structs, and letting prost size each nested message once per level of
@@ -7,6 +8,7 @@
 //! exporter writes the bytes of `ExportTraceServiceRequest` straight from the SDK's span data in
 //! one pass; the tests check that they decode to what the OTLP crate's conversion makes.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
@@ -14,7 +16,112 @@ use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{InstrumentKind, Temporality};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
+/// A metric reader that can be handed to the meter provider and still be read from elsewhere:
+/// metrics are exported over OTLP from the same aggregation as `/metrics`.
+#[derive(Debug, Clone)]
+pub(super) struct SharedReader(Arc<dyn MetricReader>);
+
+impl SharedReader {
+    pub fn new(reader: impl MetricReader) -> Self {
+        Self(Arc::new(reader))
+    }
+}
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: std::sync::Weak<opentelemetry_sdk::metrics::Pipeline>) {
+        self.0.register_pipeline(pipeline);
+    }
+
+    fn collect(&self, metrics: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(metrics)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+/// How often metrics are exported: `OTEL_METRIC_EXPORT_INTERVAL` milliseconds, a minute if unset.
+pub(super) fn metric_export_interval(var: impl Fn(&str) -> Option<String>) -> Result<Duration, String> {
+    const VARIABLE: &str = "OTEL_METRIC_EXPORT_INTERVAL";
+    match var(VARIABLE).filter(|value| !value.trim().is_empty()) {
+        None => Ok(Duration::from_secs(60)),
+        Some(ms) => match ms.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(format!(
+                "{VARIABLE} is '{ms}', not a positive number of milliseconds"
+            )),
+        },
+    }
+}
+
+/// Exports the metrics of a reader at an interval, and a last time when dropped, from a thread of
+/// its own (the exporter's connection runs on the Tokio runtime it was made in).
+pub(super) struct MetricExport {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+/// How long dropping a [`MetricExport`] waits for the last export: a collector that does not
+/// answer must not hold up the service's stop.
+const LAST_EXPORT_WAIT: Duration = Duration::from_secs(5);
+
+impl MetricExport {
+    pub fn start(
+        reader: SharedReader,
+        exporter: impl PushMetricExporter,
+        interval: Duration,
+    ) -> Result<Self, String> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (finished, done) = std::sync::mpsc::channel::<()>();
+        let export = move || {
+            let mut metrics = ResourceMetrics::default();
+            if let Err(e) = reader.collect(&mut metrics) {
+                tracing::warn!("cannot collect metrics for OTLP: {e}");
+                return;
+            }
+            if let Err(e) = futures::executor::block_on(exporter.export(&metrics)) {
+                tracing::warn!("OTLP metric export failed: {e}");
+            }
+        };
+        std::thread::Builder::new()
+            .name("otlp-metrics".into())
+            .spawn(move || {
+                // Until dropped (a message or a closed channel), then once more.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    export();
+                }
+                export();
+                let _ = finished.send(());
+            })
+            .map_err(|e| format!("Cannot start the OTLP metric export: {e}"))?;
+        Ok(Self {
+            stop: Some(stop),
+            done,
+        })
+    }
+}
+
+impl Drop for MetricExport {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        let _ = self.done.recv_timeout(LAST_EXPORT_WAIT);
+    }
+}
 
 /// The gRPC method spans are exported with.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
