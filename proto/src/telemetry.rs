@@ -18,12 +18,15 @@ use std::sync::{LazyLock, OnceLock};
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
-    FutureExt, Span, SpanBuilder, SpanKind, TraceContextExt, TraceId, TracerProvider as _, WithContext,
+    FutureExt, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, WithContext,
 };
 use opentelemetry::{Key, KeyValue};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents, SpanExporter,
+    SpanLinks, SpanProcessor,
+};
 use tracing::Instrument;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
@@ -48,8 +51,21 @@ const RPC_GRPC_STATUS_CODE: Key = Key::from_static_str("rpc.grpc.status_code");
 /// W3C trace context, the format trace context crosses processes in.
 static PROPAGATOR: LazyLock<TraceContextPropagator> = LazyLock::new(TraceContextPropagator::new);
 
-/// The tracer of the process's spans, set by [`init`] when they are exported.
-static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+/// What makes and exports the process's spans, set by [`init`] when they are exported.
+static SPANS: OnceLock<Spans> = OnceLock::new();
+
+/// Makes the spans of the requests a service serves and hands the sampled ones to a processor.
+///
+/// Server spans are simple: one per request, with attributes and a status, and no events, links
+/// or child spans in the process. They are built as the SDK's `SpanData` directly rather than
+/// through its tracer, whose span objects (shared and locked, each in a context of its own) cost
+/// about as much again as exporting the span. The sampler, the batch processor and the exporter
+/// are the SDK's, configured by the standard variables.
+struct Spans {
+    sampler: Sampler,
+    processor: Box<dyn SpanProcessor>,
+    scope: opentelemetry::InstrumentationScope,
+}
 
 /// Bucket boundaries of histograms of durations in seconds: from half a millisecond (a small
 /// record in the page cache) to a minute (gigabytes over a slow link).
@@ -76,7 +92,6 @@ pub struct LogArgs {
 
 /// Keeps the exporters running; dropping it flushes and stops them.
 pub struct Telemetry {
-    tracer_provider: SdkTracerProvider,
     /// Sends the metrics a last time when dropped, before the provider stops.
     metrics_export: Option<otlp::MetricExport>,
     meter_provider: SdkMeterProvider,
@@ -85,7 +100,9 @@ pub struct Telemetry {
 impl Drop for Telemetry {
     fn drop(&mut self) {
         // Errors here mean a collector that is gone; nothing is left to tell them to.
-        let _ = self.tracer_provider.shutdown();
+        if let Some(spans) = SPANS.get() {
+            let _ = spans.processor.shutdown();
+        }
         drop(self.metrics_export.take());
         let _ = self.meter_provider.shutdown();
     }
@@ -114,14 +131,15 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
         .build();
     let otlp = otlp_configured();
 
-    let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource.clone());
     if otlp {
         let config = otlp::ExportConfig::from_env(|name| std::env::var(name).ok())?;
-        tracer_provider = tracer_provider.with_batch_exporter(otlp::OtlpSpanExporter::new(&config)?);
-    }
-    let tracer_provider = tracer_provider.build();
-    if otlp {
-        let _ = TRACER.set(tracer_provider.tracer(service));
+        let mut exporter = otlp::OtlpSpanExporter::new(&config)?;
+        exporter.set_resource(&resource);
+        let _ = SPANS.set(Spans {
+            sampler: otlp::sampler(|name| std::env::var(name).ok())?,
+            processor: Box::new(BatchSpanProcessor::builder(exporter).build()),
+            scope: opentelemetry::InstrumentationScope::builder(service).build(),
+        });
     }
 
     let registry = prometheus::Registry::new();
@@ -168,7 +186,6 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
     };
     installed.map_err(|e| format!("Cannot set up logging: {e}"))?;
     Ok(Telemetry {
-        tracer_provider,
         metrics_export,
         meter_provider,
     })
@@ -202,37 +219,43 @@ fn unexported_trace_id(headers: &http::HeaderMap) -> TraceId {
 /// The OpenTelemetry span of a request a service serves, child of the trace context its caller
 /// sent, and the trace id its log lines carry. Without an exporter it holds only the trace id.
 ///
-/// Spans are built with the OpenTelemetry SDK directly rather than from `tracing` spans: the
-/// bridge between the two cost as much again as the span itself, and `tracing` spans then serve
-/// the logs alone, so the log level cannot switch traces off.
+/// Spans are OpenTelemetry's own rather than made from `tracing` spans: the bridge between the
+/// two cost as much again as the span itself, and `tracing` spans then serve the logs alone, so
+/// the log level cannot switch traces off.
 pub struct ServerSpan {
-    context: Option<opentelemetry::Context>,
     trace_id: TraceId,
+    /// The trace context calls made while serving carry; none when spans are not made.
+    context: Option<opentelemetry::Context>,
+    /// The span, when it is sampled.
+    recording: Option<Recording>,
+}
+
+/// A sampled span, until it ends.
+struct Recording {
+    spans: &'static Spans,
+    context: SpanContext,
+    parent: SpanId,
+    parent_is_remote: bool,
+    name: std::borrow::Cow<'static, str>,
+    start: std::time::SystemTime,
+    attributes: Vec<KeyValue>,
 }
 
 impl ServerSpan {
-    /// Starts the span `name` of a request with `headers`; `attributes` are built only when the
-    /// span is exported.
+    /// Starts the span `name` of a request with `headers`; `attributes` are built only when
+    /// spans are made.
     pub fn start(
         name: impl Into<std::borrow::Cow<'static, str>>,
         headers: &http::HeaderMap,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Self {
-        let Some(tracer) = TRACER.get() else {
-            return Self {
-                context: None,
+        match SPANS.get() {
+            Some(spans) => spans.start(name.into(), headers, attributes),
+            None => Self {
                 trace_id: unexported_trace_id(headers),
-            };
-        };
-        let parent = extract_context(headers);
-        let span = SpanBuilder::from_name(name)
-            .with_kind(SpanKind::Server)
-            .with_attributes(attributes())
-            .start_with_context(tracer, &parent);
-        let trace_id = span.span_context().trace_id();
-        Self {
-            context: Some(parent.with_span(span)),
-            trace_id,
+                context: None,
+                recording: None,
+            },
         }
     }
 
@@ -250,30 +273,100 @@ impl ServerSpan {
         }
     }
 
-    /// Ends the span with the `attributes` of the answer (built only when the span is exported),
+    /// Ends the span with the `attributes` of the answer (built only when the span is sampled),
     /// marking it failed when `failed`.
     pub fn end(self, failed: bool, attributes: impl FnOnce() -> Vec<KeyValue>) {
-        let Some(context) = self.context else {
+        let Some(recording) = self.recording else {
             return;
         };
-        let span = context.span();
-        span.set_attributes(attributes());
-        if failed {
-            span.set_status(opentelemetry::trace::Status::error(""));
-        }
-        span.end();
+        let mut all = recording.attributes;
+        all.extend(attributes());
+        recording.spans.processor.on_end(SpanData {
+            span_context: recording.context,
+            parent_span_id: recording.parent,
+            parent_span_is_remote: recording.parent_is_remote,
+            span_kind: SpanKind::Server,
+            name: recording.name,
+            start_time: recording.start,
+            end_time: std::time::SystemTime::now(),
+            attributes: all,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: if failed { Status::error("") } else { Status::Unset },
+            instrumentation_scope: recording.spans.scope.clone(),
+        });
     }
 }
 
-/// A random 128-bit number, from the standard library's randomly keyed hasher.
-fn random_u128() -> u128 {
+impl Spans {
+    /// A server span, child of the trace context in `headers`, sampled by the sampler.
+    fn start(
+        &'static self,
+        name: std::borrow::Cow<'static, str>,
+        headers: &http::HeaderMap,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> ServerSpan {
+        let caller = extract_context(headers);
+        let (trace_id, parent, parent_is_remote) = {
+            let span = caller.span();
+            let parent = span.span_context();
+            if parent.is_valid() {
+                (parent.trace_id(), parent.span_id(), parent.is_remote())
+            } else {
+                (TraceId::from(random_u128()), SpanId::INVALID, false)
+            }
+        };
+        let mut attributes = attributes();
+        let sampling = self.sampler.should_sample(
+            Some(&caller),
+            trace_id,
+            &name,
+            &SpanKind::Server,
+            &attributes,
+            &[],
+        );
+        let sampled = sampling.decision == SamplingDecision::RecordAndSample;
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let span_id = SpanId::from(random_u64().max(1));
+        let context = SpanContext::new(trace_id, span_id, flags, false, sampling.trace_state);
+        let recording = sampled.then(|| {
+            attributes.extend(sampling.attributes);
+            Recording {
+                spans: self,
+                context: context.clone(),
+                parent,
+                parent_is_remote,
+                name,
+                start: std::time::SystemTime::now(),
+                attributes,
+            }
+        });
+        ServerSpan {
+            trace_id,
+            // Calls made while serving carry this span's context, sampled or not, as the
+            // standard tracer's spans do.
+            context: Some(caller.with_remote_span_context(context)),
+            recording,
+        }
+    }
+}
+
+/// A random 64-bit number, from the standard library's randomly keyed hasher.
+fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    let half = || {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(0);
-        u128::from(hasher.finish())
-    };
-    (half() << 64) | half()
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish()
+}
+
+/// A random 128-bit number.
+fn random_u128() -> u128 {
+    (u128::from(random_u64()) << 64) | u128::from(random_u64())
 }
 
 struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
@@ -408,5 +501,166 @@ mod tests {
                 .unwrap(),
         );
         assert_ne!(unexported_trace_id(&headers), TraceId::INVALID);
+    }
+
+    /// Keeps what it is given to export.
+    #[derive(Debug, Clone, Default)]
+    struct Kept(std::sync::Arc<std::sync::Mutex<Vec<SpanData>>>);
+
+    impl SpanExporter for Kept {
+        async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    /// Spans sampled by `sampler` and exported at once into the returned list.
+    fn spans(sampler: Sampler) -> (&'static Spans, Kept) {
+        let kept = Kept::default();
+        let spans = Spans {
+            sampler,
+            processor: Box::new(opentelemetry_sdk::trace::SimpleSpanProcessor::new(kept.clone())),
+            scope: opentelemetry::InstrumentationScope::builder("test").build(),
+        };
+        (Box::leak(Box::new(spans)), kept)
+    }
+
+    /// The `traceparent` that calls made while `span` serves carry.
+    async fn sent_traceparent(span: &ServerSpan) -> String {
+        span.run(async {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            inject_context(&mut metadata);
+            metadata
+                .get("traceparent")
+                .map(|value| value.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        })
+        .await
+    }
+
+    fn default_sampler() -> Sampler {
+        otlp::sampler(|_| None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_without_trace_context_is_a_sampled_root_span() {
+        let (spans, kept) = spans(default_sampler());
+        let span = spans.start("GET /x".into(), &http::HeaderMap::new(), || {
+            vec![KeyValue::new("http.route", "/x")]
+        });
+        let sent = sent_traceparent(&span).await;
+        let trace_id = span.trace_id();
+        span.end(true, || vec![KeyValue::new("http.response.status_code", 500)]);
+
+        let exported = kept.0.lock().unwrap().clone();
+        assert_eq!(exported.len(), 1);
+        let data = &exported[0];
+        assert_eq!(data.span_context.trace_id(), trace_id);
+        assert!(data.span_context.is_sampled());
+        assert_eq!(data.parent_span_id, SpanId::INVALID);
+        assert_eq!(data.span_kind, SpanKind::Server);
+        assert_eq!(data.name, "GET /x");
+        assert!(data.end_time >= data.start_time);
+        assert_eq!(
+            data.attributes,
+            vec![
+                KeyValue::new("http.route", "/x"),
+                KeyValue::new("http.response.status_code", 500)
+            ]
+        );
+        assert_eq!(data.status, Status::error(""));
+        assert_eq!(
+            sent,
+            format!("00-{}-{}-01", trace_id, data.span_context.span_id())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_with_trace_context_continues_its_trace_as_a_child() {
+        let (spans, kept) = spans(default_sampler());
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        let span = spans.start("GET /x".into(), &headers, Vec::new);
+        assert_eq!(span.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        span.end(false, Vec::new);
+        let exported = kept.0.lock().unwrap().clone();
+        assert_eq!(exported.len(), 1);
+        assert_eq!(exported[0].parent_span_id.to_string(), "00f067aa0ba902b7");
+        assert!(exported[0].parent_span_is_remote);
+        assert_eq!(exported[0].status, Status::Unset);
+    }
+
+    #[tokio::test]
+    async fn spans_the_sampler_drops_are_not_exported_but_their_context_travels() {
+        // A caller that did not sample its span: the default sampler follows it.
+        let (spans, kept) = spans(default_sampler());
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+                .parse()
+                .unwrap(),
+        );
+        let span = spans.start("GET /x".into(), &headers, Vec::new);
+        let sent = sent_traceparent(&span).await;
+        assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{sent}");
+        assert!(
+            sent.ends_with("-00") && !sent.contains("00f067aa0ba902b7"),
+            "{sent}"
+        );
+        span.end(false, Vec::new);
+
+        // A sampler that drops everything.
+        let (never, kept_never) = spans_never();
+        never
+            .start("GET /x".into(), &http::HeaderMap::new(), Vec::new)
+            .end(false, Vec::new);
+        assert!(kept.0.lock().unwrap().is_empty());
+        assert!(kept_never.0.lock().unwrap().is_empty());
+    }
+
+    fn spans_never() -> (&'static Spans, Kept) {
+        spans(
+            otlp::sampler(|name| (name == "OTEL_TRACES_SAMPLER").then(|| "always_off".to_string())).unwrap(),
+        )
+    }
+
+    #[test]
+    fn samplers_are_named_by_the_standard_variables() {
+        let sampler = |name: &str, arg: &str| {
+            otlp::sampler(|variable| match variable {
+                "OTEL_TRACES_SAMPLER" => Some(name.to_string()),
+                "OTEL_TRACES_SAMPLER_ARG" => Some(arg.to_string()),
+                _ => None,
+            })
+        };
+        let decision = |sampler: &Sampler, trace: u128| {
+            sampler
+                .should_sample(None, TraceId::from(trace), "x", &SpanKind::Server, &[], &[])
+                .decision
+        };
+        assert_eq!(
+            decision(&sampler("always_off", "").unwrap(), 1),
+            SamplingDecision::Drop
+        );
+        assert_eq!(
+            decision(&sampler("always_on", "").unwrap(), 1),
+            SamplingDecision::RecordAndSample
+        );
+        let half = sampler("parentbased_traceidratio", "0.5").unwrap();
+        assert_eq!(decision(&half, 1), SamplingDecision::RecordAndSample);
+        assert_eq!(decision(&half, u128::MAX), SamplingDecision::Drop);
+        assert!(sampler("traceidratio", "2").unwrap_err().contains("'2'"));
+        assert!(sampler("traceidratio", "most").unwrap_err().contains("'most'"));
+        assert!(
+            sampler("jaeger_remote", "")
+                .unwrap_err()
+                .contains("'jaeger_remote'")
+        );
     }
 }

@@ -20,7 +20,7 @@ use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{InstrumentKind, Temporality};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{Sampler, SpanData, SpanExporter};
 
 /// A metric reader that can be handed to the meter provider and still be read from elsewhere:
 /// metrics are exported over OTLP from the same aggregation as `/metrics`.
@@ -53,6 +53,38 @@ impl MetricReader for SharedReader {
     fn temporality(&self, kind: InstrumentKind) -> Temporality {
         self.0.temporality(kind)
     }
+}
+
+/// The sampler `OTEL_TRACES_SAMPLER` (with `OTEL_TRACES_SAMPLER_ARG`) names; by default each span
+/// is sampled when its parent is, or always when it has none.
+pub(super) fn sampler(var: impl Fn(&str) -> Option<String>) -> Result<Sampler, String> {
+    let name = var("OTEL_TRACES_SAMPLER").unwrap_or_default();
+    let ratio = || -> Result<f64, String> {
+        match var("OTEL_TRACES_SAMPLER_ARG").filter(|arg| !arg.trim().is_empty()) {
+            None => Ok(1.0),
+            Some(arg) => arg
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|ratio| (0.0..=1.0).contains(ratio))
+                .ok_or_else(|| format!("OTEL_TRACES_SAMPLER_ARG is '{arg}', not a ratio from 0 to 1")),
+        }
+    };
+    let parent_based = |root: Sampler| Sampler::ParentBased(Box::new(root));
+    Ok(match name.trim() {
+        "" | "parentbased_always_on" => parent_based(Sampler::AlwaysOn),
+        "parentbased_always_off" => parent_based(Sampler::AlwaysOff),
+        "parentbased_traceidratio" => parent_based(Sampler::TraceIdRatioBased(ratio()?)),
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => Sampler::TraceIdRatioBased(ratio()?),
+        other => {
+            return Err(format!(
+                "OTEL_TRACES_SAMPLER is '{other}'; known samplers are always_on, always_off, \
+                 traceidratio, parentbased_always_on, parentbased_always_off and parentbased_traceidratio"
+            ));
+        }
+    })
 }
 
 /// How often metrics are exported: `OTEL_METRIC_EXPORT_INTERVAL` milliseconds, a minute if unset.
