@@ -3,11 +3,13 @@
 //! - Logs go to stdout, as text or JSON, through `tracing`; lines written inside a request's
 //!   `tracing` span carry its `trace_id`.
 //! - Every request a service serves is an OpenTelemetry span ([`ServerSpan`], and
-//!   [`GrpcTracing`] for gRPC servers), exported over OTLP/gRPC when
-//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (with the other standard `OTEL_*` variables); without
-//!   it no span is made or exported, and a request only gets a trace id for its log lines.
-//! - Metrics are recorded with the OpenTelemetry API: always readable as Prometheus text
-//!   ([`prometheus_text`]), and exported over OTLP with the traces.
+//!   [`GrpcTracing`] for gRPC servers), sampled by the SDK's sampler and exported in batches over
+//!   OTLP/gRPC, encoded by this crate, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (with the other
+//!   standard `OTEL_*` variables); without it no span is made or exported, and a request only
+//!   gets a trace id for its log lines.
+//! - Metrics are recorded with the OpenTelemetry API and aggregated once: always readable as
+//!   Prometheus text ([`prometheus_text`]), and exported from the same aggregation over OTLP
+//!   with the traces.
 //! - W3C trace context crosses gRPC calls in their metadata ([`inject_context`],
 //!   [`extract_context`]), so one request is one trace across the services.
 
