@@ -540,6 +540,12 @@ mod tests {
         .await
     }
 
+    fn traceparent(value: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", value.parse().unwrap());
+        headers
+    }
+
     fn default_sampler() -> Sampler {
         otlp::sampler(|_| None).unwrap()
     }
@@ -580,13 +586,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_with_trace_context_continues_its_trace_as_a_child() {
         let (spans, kept) = spans(default_sampler());
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
+        let headers = traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let span = spans.start("GET /x".into(), &headers, Vec::new);
         assert_eq!(span.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         span.end(false, Vec::new);
@@ -601,13 +601,7 @@ mod tests {
     async fn spans_the_sampler_drops_are_not_exported_but_their_context_travels() {
         // A caller that did not sample its span: the default sampler follows it.
         let (spans, kept) = spans(default_sampler());
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
-                .parse()
-                .unwrap(),
-        );
+        let headers = traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
         let span = spans.start("GET /x".into(), &headers, Vec::new);
         let sent = sent_traceparent(&span).await;
         assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{sent}");
