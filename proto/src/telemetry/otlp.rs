@@ -158,11 +158,17 @@ impl Drop for MetricExport {
 /// The gRPC method spans are exported with.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
+/// A header sent with every export.
+type Header = (
+    tonic::metadata::MetadataKey<tonic::metadata::Ascii>,
+    tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+);
+
 /// Where and how spans are exported, from the environment.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct ExportConfig {
     pub endpoint: String,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<Header>,
     pub timeout: Duration,
 }
 
@@ -214,7 +220,7 @@ impl ExportConfig {
         };
 
         // Headers of both variables apply; the traces one wins for a name in both.
-        let mut headers: Vec<(String, String)> = Vec::new();
+        let mut headers: Vec<Header> = Vec::new();
         for variable in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
             for (name, value) in parse_headers(variable, var(variable).as_deref().unwrap_or(""))? {
                 headers.retain(|(known, _)| *known != name);
@@ -229,25 +235,20 @@ impl ExportConfig {
     }
 }
 
-/// Parses `name=value,name=value` (values percent-encoded) into lowercase names and values.
-fn parse_headers(variable: &str, text: &str) -> Result<Vec<(String, String)>, String> {
+/// Parses `name=value,name=value` (values percent-encoded) into gRPC headers.
+fn parse_headers(variable: &str, text: &str) -> Result<Vec<Header>, String> {
     let mut headers = Vec::new();
     for pair in text.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
         let Some((name, value)) = pair.split_once('=') else {
             return Err(format!("{variable} has '{pair}', which is not name=value"));
         };
-        let name = name.trim().to_ascii_lowercase();
         let value = percent_encoding::percent_decode_str(value.trim())
             .decode_utf8()
-            .map_err(|_| format!("{variable} has '{pair}', whose value is not UTF-8 once decoded"))?
-            .into_owned();
-        if tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(name.as_bytes()).is_err()
-            || tonic::metadata::MetadataValue::<tonic::metadata::Ascii>::try_from(value.as_str()).is_err()
-        {
-            return Err(format!(
-                "{variable} has '{pair}', which is not a valid gRPC header"
-            ));
-        }
+            .map_err(|_| format!("{variable} has '{pair}', whose value is not UTF-8 once decoded"))?;
+        let invalid = || format!("{variable} has '{pair}', which is not a valid gRPC header");
+        let name = tonic::metadata::MetadataKey::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
+            .map_err(|_| invalid())?;
+        let value = tonic::metadata::MetadataValue::try_from(value.as_ref()).map_err(|_| invalid())?;
         headers.push((name, value));
     }
     Ok(headers)
@@ -273,13 +274,7 @@ impl OtlpSpanExporter {
             .connect_lazy();
         let mut metadata = tonic::metadata::MetadataMap::new();
         for (name, value) in &config.headers {
-            // Both were checked when the configuration was read.
-            if let (Ok(name), Ok(value)) = (
-                tonic::metadata::MetadataKey::from_bytes(name.as_bytes()),
-                tonic::metadata::MetadataValue::try_from(value.as_str()),
-            ) {
-                metadata.insert(name, value);
-            }
+            metadata.insert(name.clone(), value.clone());
         }
         Ok(Self {
             client: tonic::client::Grpc::new(channel),
@@ -293,7 +288,8 @@ impl OtlpSpanExporter {
 impl SpanExporter for OtlpSpanExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut body = Vec::with_capacity(self.last_size.load(Relaxed) + self.last_size.load(Relaxed) / 8);
+        let last_size = self.last_size.load(Relaxed);
+        let mut body = Vec::with_capacity(last_size + last_size / 8);
         encode_export_request(&mut body, &self.resource, &batch);
         self.last_size.store(body.len(), Relaxed);
         drop(batch);
@@ -939,13 +935,12 @@ mod tests {
         .unwrap();
         assert_eq!(set.endpoint, "http://traces:4317");
         assert_eq!(set.timeout, Duration::from_millis(2500));
-        assert_eq!(
-            set.headers,
-            vec![
-                ("authorization".to_string(), "Bearer abc".to_string()),
-                ("tenant".to_string(), "two".to_string())
-            ]
-        );
+        let headers: Vec<(&str, &str)> = set
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+            .collect();
+        assert_eq!(headers, vec![("authorization", "Bearer abc"), ("tenant", "two")]);
         assert_eq!(
             config(&[
                 ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "100"),
