@@ -3,10 +3,10 @@
 //! - Logs go to stdout, as text or JSON, through `tracing`; lines written inside a request's
 //!   `tracing` span carry its `trace_id`.
 //! - Every request a service serves is an OpenTelemetry span ([`ServerSpan`], and
-//!   [`GrpcTracing`] for gRPC servers), sampled by the SDK's sampler and exported in batches over
-//!   OTLP/gRPC, encoded by this crate, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (with the other
-//!   standard `OTEL_*` variables); without it no span is made or exported, and a request only
-//!   gets a trace id for its log lines.
+//!   [`GrpcTracing`] for gRPC servers), sampled by the SDK's sampler, encoded as it ends and
+//!   exported in batches over OTLP/gRPC by a thread of its own, when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (with the other standard `OTEL_*` variables); without
+//!   it no span is made or exported, and a request only gets a trace id for its log lines.
 //! - Metrics are recorded with the OpenTelemetry API and aggregated once: always readable as
 //!   Prometheus text ([`prometheus_text`]), and exported from the same aggregation over OTLP
 //!   with the traces.
@@ -14,6 +14,7 @@
 //!   [`extract_context`]), so one request is one trace across the services.
 
 mod otlp;
+mod queue;
 
 use std::future::Future;
 use std::sync::{LazyLock, OnceLock};
@@ -25,10 +26,7 @@ use opentelemetry::trace::{
 use opentelemetry::{Key, KeyValue};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents, SpanExporter,
-    SpanLinks, SpanProcessor,
-};
+use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents, SpanLinks};
 use tracing::Instrument;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
@@ -56,18 +54,22 @@ static PROPAGATOR: LazyLock<TraceContextPropagator> = LazyLock::new(TraceContext
 /// What makes and exports the process's spans, set by [`init`] when they are exported.
 static SPANS: OnceLock<Spans> = OnceLock::new();
 
-/// Makes the spans of the requests a service serves and hands the sampled ones to a processor.
+/// Makes the spans of the requests a service serves and queues the sampled ones for export.
 ///
 /// Server spans are simple: one per request, with attributes and a status, and no events, links
 /// or child spans in the process. They are built as the SDK's `SpanData` directly rather than
 /// through its tracer, whose span objects (shared and locked, each in a context of its own) cost
-/// about an eighth of an exported span more. The sampler and the batch processor are the SDK's,
-/// configured by the standard variables; the exporter is [`otlp`]'s.
+/// about an eighth of an exported span more, and encoded as they end ([`queue`]). The sampler
+/// is the SDK's, configured by the standard variables.
 struct Spans {
     sampler: Sampler,
-    processor: Box<dyn SpanProcessor>,
+    queue: queue::SpanQueue,
     scope: opentelemetry::InstrumentationScope,
 }
+
+/// How long a stopping service waits for its last spans and metrics to be exported: a collector
+/// that does not answer must not hold up the stop.
+const LAST_EXPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Bucket boundaries of histograms of durations in seconds: from half a millisecond (a small
 /// record in the page cache) to a minute (gigabytes over a slow link).
@@ -103,7 +105,7 @@ impl Drop for Telemetry {
     fn drop(&mut self) {
         // Errors here mean a collector that is gone; nothing is left to tell them to.
         if let Some(spans) = SPANS.get() {
-            let _ = spans.processor.shutdown();
+            spans.queue.stop(LAST_EXPORT_WAIT);
         }
         drop(self.metrics_export.take());
         let _ = self.meter_provider.shutdown();
@@ -134,13 +136,17 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
     let otlp = otlp_configured();
 
     if otlp {
-        let config = otlp::ExportConfig::from_env(|name| std::env::var(name).ok())?;
-        let mut exporter = otlp::OtlpSpanExporter::new(&config)?;
-        exporter.set_resource(&resource);
+        let var = |name: &str| std::env::var(name).ok();
+        let config = otlp::ExportConfig::from_env(var)?;
+        let batches = queue::BatchConfig::from_env(var)?;
+        let sampler = otlp::sampler(var)?;
+        let scope = opentelemetry::InstrumentationScope::builder(service).build();
+        let sender = otlp::OtlpSpanSender::new(&config, &resource, &scope)?;
+        let queue = queue::SpanQueue::start(batches, move |spans: &[u8]| sender.send(spans))?;
         let _ = SPANS.set(Spans {
-            sampler: otlp::sampler(|name| std::env::var(name).ok())?,
-            processor: Box::new(BatchSpanProcessor::builder(exporter).build()),
-            scope: opentelemetry::InstrumentationScope::builder(service).build(),
+            sampler,
+            queue,
+            scope,
         });
     }
 
@@ -283,7 +289,7 @@ impl ServerSpan {
         };
         let mut all = recording.attributes;
         all.extend(attributes());
-        recording.spans.processor.on_end(SpanData {
+        let span = SpanData {
             span_context: recording.context,
             parent_span_id: recording.parent,
             parent_span_is_remote: recording.parent_is_remote,
@@ -297,7 +303,11 @@ impl ServerSpan {
             links: SpanLinks::default(),
             status: if failed { Status::error("") } else { Status::Unset },
             instrumentation_scope: recording.spans.scope.clone(),
-        });
+        };
+        recording
+            .spans
+            .queue
+            .push(|buf| otlp::encode_span_field(buf, &span));
     }
 }
 
@@ -508,26 +518,54 @@ mod tests {
         assert_ne!(unexported_trace_id(&headers), TraceId::INVALID);
     }
 
-    /// Keeps what it is given to export.
-    #[derive(Debug, Clone, Default)]
-    struct Kept(std::sync::Arc<std::sync::Mutex<Vec<SpanData>>>);
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue as Attribute, any_value};
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span, span, status};
+    use prost::Message;
 
-    impl SpanExporter for Kept {
-        async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
-            self.0.lock().unwrap().extend(batch);
-            Ok(())
+    /// The spans a queue sent, decoded.
+    #[derive(Debug, Clone, Default)]
+    struct Kept(std::sync::Arc<std::sync::Mutex<Vec<Span>>>);
+
+    impl Kept {
+        /// What was exported once `spans` has stopped.
+        fn exported(&self, spans: &Spans) -> Vec<Span> {
+            spans.queue.stop(std::time::Duration::from_secs(60));
+            self.0.lock().unwrap().clone()
         }
     }
 
-    /// Spans sampled by `sampler` and exported at once into the returned list.
+    /// Spans sampled by `sampler` and exported into the returned list.
     fn spans(sampler: Sampler) -> (&'static Spans, Kept) {
         let kept = Kept::default();
+        let keeping = kept.clone();
+        let queue = queue::SpanQueue::start(
+            queue::BatchConfig::from_env(|_| None).unwrap(),
+            move |bytes: &[u8]| {
+                // Span fields of `ScopeSpans`, as they are wrapped to be sent.
+                let batch = ScopeSpans::decode(bytes).map_err(|e| e.to_string())?;
+                keeping.0.lock().unwrap().extend(batch.spans);
+                Ok(())
+            },
+        )
+        .unwrap();
         let spans = Spans {
             sampler,
-            processor: Box::new(opentelemetry_sdk::trace::SimpleSpanProcessor::new(kept.clone())),
+            queue,
             scope: opentelemetry::InstrumentationScope::builder("test").build(),
         };
         (Box::leak(Box::new(spans)), kept)
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn attribute(key: &str, value: any_value::Value) -> Attribute {
+        Attribute {
+            key: key.to_string(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Attribute::default()
+        }
     }
 
     /// The `traceparent` that calls made while `span` serves carry.
@@ -563,27 +601,25 @@ mod tests {
         let trace_id = span.trace_id();
         span.end(true, || vec![KeyValue::new("http.response.status_code", 500)]);
 
-        let exported = kept.0.lock().unwrap().clone();
+        let exported = kept.exported(spans);
         assert_eq!(exported.len(), 1);
         let data = &exported[0];
-        assert_eq!(data.span_context.trace_id(), trace_id);
-        assert!(data.span_context.is_sampled());
-        assert_eq!(data.parent_span_id, SpanId::INVALID);
-        assert_eq!(data.span_kind, SpanKind::Server);
+        assert_eq!(data.trace_id, trace_id.to_bytes());
+        assert_eq!(data.flags & 0xff, 1, "sampled");
+        assert!(data.parent_span_id.is_empty());
+        assert_eq!(data.kind(), span::SpanKind::Server);
         assert_eq!(data.name, "GET /x");
-        assert!(data.end_time >= data.start_time);
+        assert!(data.end_time_unix_nano >= data.start_time_unix_nano);
+        assert!(data.start_time_unix_nano > 0);
         assert_eq!(
             data.attributes,
             vec![
-                KeyValue::new("http.route", "/x"),
-                KeyValue::new("http.response.status_code", 500)
+                attribute("http.route", any_value::Value::StringValue("/x".into())),
+                attribute("http.response.status_code", any_value::Value::IntValue(500)),
             ]
         );
-        assert_eq!(data.status, Status::error(""));
-        assert_eq!(
-            sent,
-            format!("00-{}-{}-01", trace_id, data.span_context.span_id())
-        );
+        assert_eq!(data.status.as_ref().unwrap().code(), status::StatusCode::Error);
+        assert_eq!(sent, format!("00-{}-{}-01", trace_id, hex(&data.span_id)));
     }
 
     #[tokio::test]
@@ -593,11 +629,16 @@ mod tests {
         let span = spans.start("GET /x".into(), &headers, Vec::new);
         assert_eq!(span.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         span.end(false, Vec::new);
-        let exported = kept.0.lock().unwrap().clone();
+        let exported = kept.exported(spans);
         assert_eq!(exported.len(), 1);
-        assert_eq!(exported[0].parent_span_id.to_string(), "00f067aa0ba902b7");
-        assert!(exported[0].parent_span_is_remote);
-        assert_eq!(exported[0].status, Status::Unset);
+        assert_eq!(hex(&exported[0].parent_span_id), "00f067aa0ba902b7");
+        assert_eq!(hex(&exported[0].trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        // Flags: the parent is known to be remote.
+        assert_eq!(exported[0].flags & 0x300, 0x300);
+        assert_eq!(
+            exported[0].status.as_ref().unwrap().code(),
+            status::StatusCode::Unset
+        );
     }
 
     #[tokio::test]
@@ -619,8 +660,8 @@ mod tests {
         never
             .start("GET /x".into(), &http::HeaderMap::new(), Vec::new)
             .end(false, Vec::new);
-        assert!(kept.0.lock().unwrap().is_empty());
-        assert!(kept_never.0.lock().unwrap().is_empty());
+        assert!(kept.exported(spans).is_empty());
+        assert!(kept_never.exported(never).is_empty());
     }
 
     fn spans_never() -> (&'static Spans, Kept) {
