@@ -109,23 +109,20 @@ pub async fn observe(
             .map_or("", |(_, value)| value)
     };
     let request_bytes = content_length(request.headers());
-    // Each attribute is a good part of what exporting a span costs: those that would be empty
-    // are left out.
-    let span = ServerSpan::start(name, request.headers(), || {
-        // Room for the two attributes of the answer too, added when the span ends.
-        let mut attributes = Vec::with_capacity(7);
-        attributes.push(KeyValue::new(keys::HTTP_METHOD, method));
-        attributes.push(KeyValue::new(keys::HTTP_ROUTE, route));
+    // Attributes that would be empty are left out.
+    let span = ServerSpan::start(name, request.headers(), |attributes| {
+        attributes
+            .string(keys::HTTP_METHOD, method)
+            .string(keys::HTTP_ROUTE, route);
         for (key, name) in [(keys::BUCKET, "bucket"), (keys::ENTRY, "entry")] {
             let value = param(name);
             if !value.is_empty() {
-                attributes.push(KeyValue::new(key, value.to_string()));
+                attributes.string(key, value);
             }
         }
         if let Some(bytes) = request_bytes.filter(|bytes| *bytes > 0) {
-            attributes.push(KeyValue::new(keys::HTTP_REQUEST_BODY_SIZE, attribute_int(bytes)));
+            attributes.int(keys::HTTP_REQUEST_BODY_SIZE, attribute_int(bytes));
         }
-        attributes
     });
     let log_span = tracing::info_span!(
         "http",
@@ -140,13 +137,11 @@ pub async fn observe(
     let response = span.run(next.run(request).instrument(log_span.clone())).await;
     let status = response.status().as_u16();
     let response_bytes = content_length(response.headers());
-    span.end(status >= 500, || {
-        let mut attributes = Vec::with_capacity(2);
-        attributes.push(KeyValue::new(keys::HTTP_STATUS_CODE, i64::from(status)));
+    span.end(status >= 500, |attributes| {
+        attributes.int(keys::HTTP_STATUS_CODE, i64::from(status));
         if let Some(bytes) = response_bytes.filter(|bytes| *bytes > 0) {
-            attributes.push(KeyValue::new(keys::HTTP_RESPONSE_BODY_SIZE, attribute_int(bytes)));
+            attributes.int(keys::HTTP_RESPONSE_BODY_SIZE, attribute_int(bytes));
         }
-        attributes
     });
     log_span.in_scope(|| tracing::debug!(status, response_bytes, "answered"));
     let route = KeyValue::new("route", route);

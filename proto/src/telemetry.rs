@@ -21,12 +21,11 @@ use std::sync::{LazyLock, OnceLock};
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
-    FutureExt, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, WithContext,
+    FutureExt, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, WithContext,
 };
-use opentelemetry::{Key, KeyValue};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents, SpanLinks};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample};
 use tracing::Instrument;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
@@ -34,19 +33,17 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Attribute keys of spans, after the OpenTelemetry semantic conventions.
 pub mod keys {
-    use opentelemetry::Key;
-
-    pub const HTTP_METHOD: Key = Key::from_static_str("http.request.method");
-    pub const HTTP_ROUTE: Key = Key::from_static_str("http.route");
-    pub const HTTP_STATUS_CODE: Key = Key::from_static_str("http.response.status_code");
-    pub const HTTP_REQUEST_BODY_SIZE: Key = Key::from_static_str("http.request.body.size");
-    pub const HTTP_RESPONSE_BODY_SIZE: Key = Key::from_static_str("http.response.body.size");
-    pub const BUCKET: Key = Key::from_static_str("reduct.bucket");
-    pub const ENTRY: Key = Key::from_static_str("reduct.entry");
+    pub const HTTP_METHOD: &str = "http.request.method";
+    pub const HTTP_ROUTE: &str = "http.route";
+    pub const HTTP_STATUS_CODE: &str = "http.response.status_code";
+    pub const HTTP_REQUEST_BODY_SIZE: &str = "http.request.body.size";
+    pub const HTTP_RESPONSE_BODY_SIZE: &str = "http.response.body.size";
+    pub const BUCKET: &str = "reduct.bucket";
+    pub const ENTRY: &str = "reduct.entry";
 }
 
-const RPC_SYSTEM: Key = Key::from_static_str("rpc.system");
-const RPC_GRPC_STATUS_CODE: Key = Key::from_static_str("rpc.grpc.status_code");
+const RPC_SYSTEM: &str = "rpc.system";
+const RPC_GRPC_STATUS_CODE: &str = "rpc.grpc.status_code";
 
 /// W3C trace context, the format trace context crosses processes in.
 static PROPAGATOR: LazyLock<TraceContextPropagator> = LazyLock::new(TraceContextPropagator::new);
@@ -57,14 +54,14 @@ static SPANS: OnceLock<Spans> = OnceLock::new();
 /// Makes the spans of the requests a service serves and queues the sampled ones for export.
 ///
 /// Server spans are simple: one per request, with attributes and a status, and no events, links
-/// or child spans in the process. They are built as the SDK's `SpanData` directly rather than
-/// through its tracer, whose span objects (shared and locked, each in a context of its own) cost
-/// about an eighth of an exported span more, and encoded as they end ([`queue`]). The sampler
-/// is the SDK's, configured by the standard variables.
+/// or child spans in the process. So they are not made by the SDK's tracer, whose span objects
+/// (shared and locked, each in a context of its own, with attributes as `KeyValue`s) cost about
+/// half again what an exported span costs now: a span's attributes are written as OTLP protobuf
+/// as they are added, and the span is encoded when it ends and queued as bytes ([`queue`]). The
+/// sampler is the SDK's, configured by the standard variables.
 struct Spans {
     sampler: Sampler,
     queue: queue::SpanQueue,
-    scope: opentelemetry::InstrumentationScope,
 }
 
 /// How long a stopping service waits for its last spans and metrics to be exported: a collector
@@ -143,11 +140,7 @@ pub fn init(service: &'static str, logs: &LogArgs) -> Result<Telemetry, String> 
         let scope = opentelemetry::InstrumentationScope::builder(service).build();
         let sender = otlp::OtlpSpanSender::new(&config, &resource, &scope)?;
         let queue = queue::SpanQueue::start(batches, move |spans: &[u8]| sender.send(spans))?;
-        let _ = SPANS.set(Spans {
-            sampler,
-            queue,
-            scope,
-        });
+        let _ = SPANS.set(Spans { sampler, queue });
     }
 
     let registry = prometheus::Registry::new();
@@ -221,7 +214,12 @@ fn unexported_trace_id(headers: &http::HeaderMap) -> TraceId {
         .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
         .and_then(|id| TraceId::from_hex(id).ok())
         .filter(|id| *id != TraceId::INVALID)
-        .unwrap_or_else(|| TraceId::from(random_u128()))
+        .unwrap_or_else(|| ids().new_trace_id())
+}
+
+/// Makes trace and span ids: random, from a generator of each thread's own.
+fn ids() -> RandomIdGenerator {
+    RandomIdGenerator::default()
 }
 
 /// The OpenTelemetry span of a request a service serves, child of the trace context its caller
@@ -246,16 +244,37 @@ struct Recording {
     parent_is_remote: bool,
     name: std::borrow::Cow<'static, str>,
     start: std::time::SystemTime,
-    attributes: Vec<KeyValue>,
+    /// The attributes so far, encoded.
+    attributes: Vec<u8>,
 }
 
+/// The attributes of a span, written as OTLP protobuf as they are added; only sampled spans are
+/// given any.
+pub struct SpanAttributes<'a>(&'a mut Vec<u8>);
+
+impl SpanAttributes<'_> {
+    pub fn string(&mut self, key: &str, value: &str) -> &mut Self {
+        otlp::string_attribute(self.0, key, value);
+        self
+    }
+
+    pub fn int(&mut self, key: &str, value: i64) -> &mut Self {
+        otlp::int_attribute(self.0, key, value);
+        self
+    }
+}
+
+/// Room for the attributes of a span in its first allocation: an HTTP request's take about 200
+/// bytes.
+const ATTRIBUTE_ROOM: usize = 256;
+
 impl ServerSpan {
-    /// Starts the span `name` of a request with `headers`; `attributes` are built only when
-    /// spans are made.
+    /// Starts the span `name` of a request with `headers`; `attributes` adds its attributes,
+    /// and is called only when the span is sampled.
     pub fn start(
         name: impl Into<std::borrow::Cow<'static, str>>,
         headers: &http::HeaderMap,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
+        attributes: impl FnOnce(&mut SpanAttributes<'_>),
     ) -> Self {
         match SPANS.get() {
             Some(spans) => spans.start(name.into(), headers, attributes),
@@ -281,28 +300,28 @@ impl ServerSpan {
         }
     }
 
-    /// Ends the span with the `attributes` of the answer (built only when the span is sampled),
-    /// marking it failed when `failed`.
-    pub fn end(self, failed: bool, attributes: impl FnOnce() -> Vec<KeyValue>) {
-        let Some(recording) = self.recording else {
+    /// Ends the span, marking it failed when `failed`; `attributes` adds those of the answer,
+    /// and is called only when the span is sampled.
+    pub fn end(self, failed: bool, attributes: impl FnOnce(&mut SpanAttributes<'_>)) {
+        let Some(mut recording) = self.recording else {
             return;
         };
-        let mut all = recording.attributes;
-        all.extend(attributes());
-        let span = SpanData {
-            span_context: recording.context,
-            parent_span_id: recording.parent,
-            parent_span_is_remote: recording.parent_is_remote,
-            span_kind: SpanKind::Server,
-            name: recording.name,
-            start_time: recording.start,
-            end_time: std::time::SystemTime::now(),
-            attributes: all,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: if failed { Status::error("") } else { Status::Unset },
-            instrumentation_scope: recording.spans.scope.clone(),
+        attributes(&mut SpanAttributes(&mut recording.attributes));
+        let end = otlp::unix_nanos(std::time::SystemTime::now());
+        let context = &recording.context;
+        let trace_state = context.trace_state().header();
+        let span = otlp::SpanRecord {
+            trace_id: context.trace_id(),
+            span_id: context.span_id(),
+            trace_state: &trace_state,
+            parent: recording.parent,
+            parent_is_remote: recording.parent_is_remote,
+            flags: context.trace_flags(),
+            name: &recording.name,
+            start: otlp::unix_nanos(recording.start),
+            end,
+            attributes: &recording.attributes,
+            failed,
         };
         recording
             .spans
@@ -312,12 +331,13 @@ impl ServerSpan {
 }
 
 impl Spans {
-    /// A server span, child of the trace context in `headers`, sampled by the sampler.
+    /// A server span, child of the trace context in `headers`, sampled by the sampler (which is
+    /// not shown the attributes: the standard samplers do not look at them).
     fn start(
         &'static self,
         name: std::borrow::Cow<'static, str>,
         headers: &http::HeaderMap,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
+        attributes: impl FnOnce(&mut SpanAttributes<'_>),
     ) -> ServerSpan {
         let caller = extract_context(headers);
         let (trace_id, parent, parent_is_remote) = {
@@ -326,28 +346,25 @@ impl Spans {
             if parent.is_valid() {
                 (parent.trace_id(), parent.span_id(), parent.is_remote())
             } else {
-                (TraceId::from(random_u128()), SpanId::INVALID, false)
+                (ids().new_trace_id(), SpanId::INVALID, false)
             }
         };
-        let mut attributes = attributes();
-        let sampling = self.sampler.should_sample(
-            Some(&caller),
-            trace_id,
-            &name,
-            &SpanKind::Server,
-            &attributes,
-            &[],
-        );
+        let sampling =
+            self.sampler
+                .should_sample(Some(&caller), trace_id, &name, &SpanKind::Server, &[], &[]);
         let sampled = sampling.decision == SamplingDecision::RecordAndSample;
         let flags = if sampled {
             TraceFlags::SAMPLED
         } else {
             TraceFlags::default()
         };
-        let span_id = SpanId::from(random_u64().max(1));
-        let context = SpanContext::new(trace_id, span_id, flags, false, sampling.trace_state);
+        let context = SpanContext::new(trace_id, ids().new_span_id(), flags, false, sampling.trace_state);
         let recording = sampled.then(|| {
-            attributes.extend(sampling.attributes);
+            let mut encoded = Vec::with_capacity(ATTRIBUTE_ROOM);
+            attributes(&mut SpanAttributes(&mut encoded));
+            for attribute in &sampling.attributes {
+                otlp::attribute(&mut encoded, attribute);
+            }
             Recording {
                 spans: self,
                 context: context.clone(),
@@ -355,7 +372,7 @@ impl Spans {
                 parent_is_remote,
                 name,
                 start: std::time::SystemTime::now(),
-                attributes,
+                attributes: encoded,
             }
         });
         ServerSpan {
@@ -366,19 +383,6 @@ impl Spans {
             recording,
         }
     }
-}
-
-/// A random 64-bit number, from the standard library's randomly keyed hasher.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    hasher.finish()
-}
-
-/// A random 128-bit number.
-fn random_u128() -> u128 {
-    (u128::from(random_u64()) << 64) | u128::from(random_u64())
 }
 
 struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
@@ -465,9 +469,13 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let span = ServerSpan::start(request.uri().path().to_string(), request.headers(), || {
-            vec![KeyValue::new(RPC_SYSTEM, "grpc")]
-        });
+        let span = ServerSpan::start(
+            request.uri().path().to_string(),
+            request.headers(),
+            |attributes| {
+                attributes.string(RPC_SYSTEM, "grpc");
+            },
+        );
         let log_span = tracing::info_span!(
             "grpc",
             rpc.method = %request.uri().path(),
@@ -487,7 +495,9 @@ where
                     .unwrap_or(0),
                 Err(_) => 2,
             };
-            span.end(status != 0, || vec![KeyValue::new(RPC_GRPC_STATUS_CODE, status)]);
+            span.end(status != 0, |attributes| {
+                attributes.int(RPC_GRPC_STATUS_CODE, status);
+            });
             result
         })
     }
@@ -548,11 +558,7 @@ mod tests {
             },
         )
         .unwrap();
-        let spans = Spans {
-            sampler,
-            queue,
-            scope: opentelemetry::InstrumentationScope::builder("test").build(),
-        };
+        let spans = Spans { sampler, queue };
         (Box::leak(Box::new(spans)), kept)
     }
 
@@ -594,12 +600,14 @@ mod tests {
     #[tokio::test]
     async fn a_request_without_trace_context_is_a_sampled_root_span() {
         let (spans, kept) = spans(default_sampler());
-        let span = spans.start("GET /x".into(), &http::HeaderMap::new(), || {
-            vec![KeyValue::new("http.route", "/x")]
+        let span = spans.start("GET /x".into(), &http::HeaderMap::new(), |attributes| {
+            attributes.string("http.route", "/x");
         });
         let sent = sent_traceparent(&span).await;
         let trace_id = span.trace_id();
-        span.end(true, || vec![KeyValue::new("http.response.status_code", 500)]);
+        span.end(true, |attributes| {
+            attributes.int("http.response.status_code", 500);
+        });
 
         let exported = kept.exported(spans);
         assert_eq!(exported.len(), 1);
@@ -626,9 +634,9 @@ mod tests {
     async fn a_request_with_trace_context_continues_its_trace_as_a_child() {
         let (spans, kept) = spans(default_sampler());
         let headers = traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-        let span = spans.start("GET /x".into(), &headers, Vec::new);
+        let span = spans.start("GET /x".into(), &headers, |_| {});
         assert_eq!(span.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        span.end(false, Vec::new);
+        span.end(false, |_| {});
         let exported = kept.exported(spans);
         assert_eq!(exported.len(), 1);
         assert_eq!(hex(&exported[0].parent_span_id), "00f067aa0ba902b7");
@@ -646,20 +654,20 @@ mod tests {
         // A caller that did not sample its span: the default sampler follows it.
         let (spans, kept) = spans(default_sampler());
         let headers = traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
-        let span = spans.start("GET /x".into(), &headers, Vec::new);
+        let span = spans.start("GET /x".into(), &headers, |_| {});
         let sent = sent_traceparent(&span).await;
         assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{sent}");
         assert!(
             sent.ends_with("-00") && !sent.contains("00f067aa0ba902b7"),
             "{sent}"
         );
-        span.end(false, Vec::new);
+        span.end(false, |_| {});
 
         // A sampler that drops everything.
         let (never, kept_never) = spans_never();
         never
-            .start("GET /x".into(), &http::HeaderMap::new(), Vec::new)
-            .end(false, Vec::new);
+            .start("GET /x".into(), &http::HeaderMap::new(), |_| {})
+            .end(false, |_| {});
         assert!(kept.exported(spans).is_empty());
         assert!(kept_never.exported(never).is_empty());
     }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
+use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_sdk::Resource;
@@ -21,7 +21,7 @@ use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{InstrumentKind, Temporality};
-use opentelemetry_sdk::trace::{Sampler, SpanData};
+use opentelemetry_sdk::trace::Sampler;
 
 /// A metric reader that can be handed to the meter provider and still be read from elsewhere:
 /// metrics are exported over OTLP from the same aggregation as `/metrics`.
@@ -429,88 +429,138 @@ impl Envelope {
     }
 }
 
-/// Appends `span` to `buf` as a field of `ScopeSpans` (`spans`, a repeated field, so encoded
-/// spans can be put side by side and wrapped later by [`Envelope::wrap`]).
-pub(super) fn encode_span_field(buf: &mut Vec<u8>, span: &SpanData) {
-    message(buf, 2, |buf| encode_span(buf, span));
+/// A server span as it ended: what [`encode_span_field`] writes.
+#[derive(Debug, Clone)]
+pub(super) struct SpanRecord<'a> {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// The W3C `tracestate` it carries; empty for none.
+    pub trace_state: &'a str,
+    /// [`SpanId::INVALID`] for a span without a parent.
+    pub parent: SpanId,
+    pub parent_is_remote: bool,
+    pub flags: TraceFlags,
+    pub name: &'a str,
+    /// Nanoseconds since the Unix epoch.
+    pub start: u64,
+    pub end: u64,
+    /// The attributes: `Span.attributes` fields, as [`string_attribute`] and [`int_attribute`]
+    /// write them.
+    pub attributes: &'a [u8],
+    pub failed: bool,
 }
 
-/// The fields of an OTLP `Span`.
-fn encode_span(buf: &mut Vec<u8>, span: &SpanData) {
-    let context = &span.span_context;
-    bytes_field(buf, 1, &context.trace_id().to_bytes());
-    bytes_field(buf, 2, &context.span_id().to_bytes());
-    string(buf, 3, &context.trace_state().header());
-    if span.parent_span_id != SpanId::INVALID {
-        bytes_field(buf, 4, &span.parent_span_id.to_bytes());
-    }
-    fixed32(buf, 16, span_flags(context, span.parent_span_is_remote));
-    string(buf, 5, &span.name);
-    let kind = match span.span_kind {
-        SpanKind::Internal => 1,
-        SpanKind::Server => 2,
-        SpanKind::Client => 3,
-        SpanKind::Producer => 4,
-        SpanKind::Consumer => 5,
-    };
-    uint(buf, 6, kind);
-    fixed64(buf, 7, unix_nanos(span.start_time));
-    fixed64(buf, 8, unix_nanos(span.end_time));
-    for attribute in &span.attributes {
-        attribute_field(buf, 9, attribute);
-    }
-    uint(buf, 10, span.dropped_attributes_count.into());
-    for event in span.events.iter() {
-        message(buf, 11, |buf| {
-            fixed64(buf, 1, unix_nanos(event.timestamp));
-            string(buf, 2, &event.name);
-            for attribute in &event.attributes {
-                attribute_field(buf, 3, attribute);
-            }
-            uint(buf, 4, event.dropped_attributes_count.into());
-        });
-    }
-    uint(buf, 12, span.events.dropped_count.into());
-    for link in span.links.iter() {
-        message(buf, 13, |buf| {
-            let linked = &link.span_context;
-            bytes_field(buf, 1, &linked.trace_id().to_bytes());
-            bytes_field(buf, 2, &linked.span_id().to_bytes());
-            string(buf, 3, &linked.trace_state().header());
-            for attribute in &link.attributes {
-                attribute_field(buf, 4, attribute);
-            }
-            uint(buf, 5, link.dropped_attributes_count.into());
-            fixed32(buf, 6, span_flags(linked, linked.is_remote()));
-        });
-    }
-    uint(buf, 14, span.links.dropped_count.into());
-    message(buf, 15, |buf| {
-        let (code, description) = match &span.status {
-            Status::Unset => (0, ""),
-            Status::Ok => (1, ""),
-            Status::Error { description } => (2, description.as_ref()),
-        };
-        string(buf, 2, description);
-        uint(buf, 3, code);
-    });
-}
-
-/// OTLP span flags: the W3C trace flags, and whether the parent (or linked span) is remote.
-fn span_flags(context: &SpanContext, remote: bool) -> u32 {
+/// Appends `span` to `buf` as an OTLP `Span` in a field of `ScopeSpans` (`spans`, a repeated
+/// field, so encoded spans can be put side by side and wrapped later by [`Envelope::wrap`]).
+/// The span is a server span, with a status and no events or links.
+pub(super) fn encode_span_field(buf: &mut Vec<u8>, span: &SpanRecord<'_>) {
     const HAS_IS_REMOTE: u32 = 0x100;
     const IS_REMOTE: u32 = 0x200;
-    u32::from(context.trace_flags().to_u8()) | HAS_IS_REMOTE | if remote { IS_REMOTE } else { 0 }
+    const SERVER: u64 = 2;
+    const STATUS_ERROR: u64 = 2;
+    let has_parent = span.parent != SpanId::INVALID;
+    // The span's size, field by field in the order they are written, so that its length goes
+    // first and nothing is moved.
+    let status = if span.failed { 2 } else { 0 };
+    let size = 18
+        + 10
+        + if span.trace_state.is_empty() {
+            0
+        } else {
+            text_size(span.trace_state)
+        }
+        + if has_parent { 10 } else { 0 }
+        + 6
+        + text_size(span.name)
+        + 2
+        + 9
+        + 9
+        + span.attributes.len()
+        + 2
+        + status;
+    let start = buf.len();
+    tag(buf, 2, WIRE_LEN);
+    varint(buf, size as u64);
+    let body = buf.len();
+    text_field_bytes(buf, 1, &span.trace_id.to_bytes());
+    text_field_bytes(buf, 2, &span.span_id.to_bytes());
+    string(buf, 3, span.trace_state);
+    if has_parent {
+        text_field_bytes(buf, 4, &span.parent.to_bytes());
+    }
+    let remote = if span.parent_is_remote { IS_REMOTE } else { 0 };
+    tag(buf, 16, WIRE_FIXED32);
+    buf.extend_from_slice(&(u32::from(span.flags.to_u8()) | HAS_IS_REMOTE | remote).to_le_bytes());
+    text_field(buf, 5, span.name);
+    tag(buf, 6, WIRE_VARINT);
+    varint(buf, SERVER);
+    tag(buf, 7, WIRE_FIXED64);
+    buf.extend_from_slice(&span.start.to_le_bytes());
+    tag(buf, 8, WIRE_FIXED64);
+    buf.extend_from_slice(&span.end.to_le_bytes());
+    buf.extend_from_slice(span.attributes);
+    // Status: the code alone (unset is the default, left out).
+    tag(buf, 15, WIRE_LEN);
+    varint(buf, status as u64);
+    if span.failed {
+        tag(buf, 3, WIRE_VARINT);
+        varint(buf, STATUS_ERROR);
+    }
+    debug_assert_eq!(buf.len() - body, size, "span at {start} sized wrongly");
 }
 
-fn unix_nanos(time: SystemTime) -> u64 {
+/// Nanoseconds since the Unix epoch (0 before it).
+pub(super) fn unix_nanos(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Appends a string attribute: a `KeyValue` in `Span.attributes`.
+pub(super) fn string_attribute(buf: &mut Vec<u8>, key: &str, value: &str) {
+    let any_value = text_size(value);
+    key_value_head(buf, key, any_value);
+    text_field(buf, 1, value);
+}
+
+/// Appends an integer attribute: a `KeyValue` in `Span.attributes`.
+pub(super) fn int_attribute(buf: &mut Vec<u8>, key: &str, value: i64) {
+    // int64 is written as its two's complement, ten bytes when negative.
+    let value = value as u64;
+    let any_value = 1 + varint_size(value);
+    key_value_head(buf, key, any_value);
+    tag(buf, 3, WIRE_VARINT);
+    varint(buf, value);
+}
+
+/// The start of a `KeyValue` in `Span.attributes` whose `AnyValue` is `any_value` bytes long:
+/// all of it but the value's fields.
+fn key_value_head(buf: &mut Vec<u8>, key: &str, any_value: usize) {
+    let key_value = text_size(key) + 1 + varint_size(any_value as u64) + any_value;
+    tag(buf, 9, WIRE_LEN);
+    varint(buf, key_value as u64);
+    text_field(buf, 1, key);
+    tag(buf, 2, WIRE_LEN);
+    varint(buf, any_value as u64);
+}
+
+/// The size of a string field numbered below 16, written even when empty.
+fn text_size(text: &str) -> usize {
+    1 + varint_size(text.len() as u64) + text.len()
+}
+
+fn varint_size(value: u64) -> usize {
+    // Seven bits a byte; zero takes one.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[inline]
 fn attribute_field(buf: &mut Vec<u8>, field: u32, attribute: &KeyValue) {
     key_value(buf, field, attribute.key.as_str(), &attribute.value);
+}
+
+/// Appends an attribute of any kind of value: a `KeyValue` in `Span.attributes`.
+pub(super) fn attribute(buf: &mut Vec<u8>, attribute: &KeyValue) {
+    attribute_field(buf, 9, attribute);
 }
 
 /// A `KeyValue` message in `field`.
@@ -598,43 +648,11 @@ fn tag(buf: &mut Vec<u8>, field: u32, wire: u8) {
     varint(buf, (u64::from(field) << 3) | u64::from(wire));
 }
 
-/// A varint field; proto3 leaves out zero.
-#[inline]
-fn uint(buf: &mut Vec<u8>, field: u32, value: u64) {
-    if value != 0 {
-        tag(buf, field, WIRE_VARINT);
-        varint(buf, value);
-    }
-}
-
-#[inline]
-fn fixed32(buf: &mut Vec<u8>, field: u32, value: u32) {
-    if value != 0 {
-        tag(buf, field, WIRE_FIXED32);
-        buf.extend_from_slice(&value.to_le_bytes());
-    }
-}
-
-#[inline]
-fn fixed64(buf: &mut Vec<u8>, field: u32, value: u64) {
-    if value != 0 {
-        tag(buf, field, WIRE_FIXED64);
-        buf.extend_from_slice(&value.to_le_bytes());
-    }
-}
-
 /// A string field; proto3 leaves out the empty string.
 #[inline]
 fn string(buf: &mut Vec<u8>, field: u32, text: &str) {
     if !text.is_empty() {
         text_field(buf, field, text);
-    }
-}
-
-#[inline]
-fn bytes_field(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    if !bytes.is_empty() {
-        text_field_bytes(buf, field, bytes);
     }
 }
 
@@ -673,155 +691,260 @@ mod tests {
     use std::borrow::Cow;
     use std::collections::HashMap;
 
-    use opentelemetry::trace::{Event, Link, SpanContext, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceState};
     use opentelemetry::{KeyValue, StringValue};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{self as proto_common, AnyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
+    use opentelemetry_proto::tonic::trace::v1::{
+        self as proto_trace, ResourceSpans, ScopeSpans, span, status,
+    };
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
     use proptest::collection::vec;
     use proptest::prelude::*;
     use prost::Message;
 
     use super::*;
 
-    /// What the OTLP crate sends for `spans`: the reference the encoding must match.
-    fn reference(resource: &Resource, spans: &[SpanData]) -> ExportTraceServiceRequest {
-        ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(
-                spans.to_vec(),
-                &ResourceAttributesWithSchema::from(resource),
-            ),
+    /// A span as a test ends it: what a `SpanRecord` borrows.
+    #[derive(Debug, Clone)]
+    struct Ended {
+        trace: u128,
+        id: u64,
+        state: String,
+        parent: u64,
+        parent_is_remote: bool,
+        sampled: bool,
+        name: String,
+        start: u64,
+        end: u64,
+        attributes: Vec<(String, Attribute)>,
+        failed: bool,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Attribute {
+        Text(String),
+        Int(i64),
+    }
+
+    fn request_span() -> Ended {
+        Ended {
+            trace: 7,
+            id: 9,
+            state: String::new(),
+            parent: 0,
+            parent_is_remote: false,
+            sampled: true,
+            name: "GET /api/v1/b/{bucket}/{entry}".into(),
+            start: 1_700_000_000_000_000_000,
+            end: 1_700_000_000_000_450_000,
+            attributes: vec![
+                (
+                    "http.route".into(),
+                    Attribute::Text("/api/v1/b/{bucket}/{entry}".into()),
+                ),
+                ("http.response.status_code".into(), Attribute::Int(200)),
+            ],
+            failed: false,
         }
     }
 
-    /// What this module sends for `spans`, all of `scope`: each span encoded on its own, then
-    /// wrapped.
-    fn decoded(
-        resource: &Resource,
-        scope: &InstrumentationScope,
-        spans: &[SpanData],
-    ) -> ExportTraceServiceRequest {
+    /// What a collector decodes from the spans sent as `resource` and `scope`.
+    fn sent(resource: &Resource, scope: &InstrumentationScope, spans: &[Ended]) -> ExportTraceServiceRequest {
         let mut fields = Vec::new();
-        for span in spans {
-            encode_span_field(&mut fields, span);
+        for ended in spans {
+            let mut attributes = Vec::new();
+            for (key, value) in &ended.attributes {
+                match value {
+                    Attribute::Text(text) => string_attribute(&mut attributes, key, text),
+                    Attribute::Int(number) => int_attribute(&mut attributes, key, *number),
+                }
+            }
+            let flags = if ended.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            };
+            let record = SpanRecord {
+                trace_id: TraceId::from(ended.trace),
+                span_id: SpanId::from(ended.id),
+                trace_state: &ended.state,
+                parent: SpanId::from(ended.parent),
+                parent_is_remote: ended.parent_is_remote,
+                flags,
+                name: &ended.name,
+                start: ended.start,
+                end: ended.end,
+                attributes: &attributes,
+                failed: ended.failed,
+            };
+            encode_span_field(&mut fields, &record);
         }
         let mut encoded = Vec::new();
         Envelope::new(resource, scope).wrap(&mut encoded, &fields);
         ExportTraceServiceRequest::decode(encoded.as_slice()).expect("the encoding is valid protobuf")
     }
 
-    fn time(nanos: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_nanos(nanos)
+    /// What they should decode to, in the generated types.
+    fn expected(
+        resource: &Resource,
+        scope: &InstrumentationScope,
+        spans: &[Ended],
+    ) -> ExportTraceServiceRequest {
+        let resource_attributes = ResourceAttributesWithSchema::from(resource);
+        let spans = spans
+            .iter()
+            .map(|ended| proto_trace::Span {
+                trace_id: ended.trace.to_be_bytes().to_vec(),
+                span_id: ended.id.to_be_bytes().to_vec(),
+                trace_state: ended.state.clone(),
+                parent_span_id: if ended.parent == 0 {
+                    Vec::new()
+                } else {
+                    ended.parent.to_be_bytes().to_vec()
+                },
+                flags: u32::from(ended.sampled) | 0x100 | if ended.parent_is_remote { 0x200 } else { 0 },
+                name: ended.name.clone(),
+                kind: span::SpanKind::Server as i32,
+                start_time_unix_nano: ended.start,
+                end_time_unix_nano: ended.end,
+                attributes: ended
+                    .attributes
+                    .iter()
+                    .map(|(key, value)| proto_common::KeyValue {
+                        key: key.clone(),
+                        value: Some(AnyValue {
+                            value: Some(match value {
+                                Attribute::Text(text) => any_value::Value::StringValue(text.clone()),
+                                Attribute::Int(number) => any_value::Value::IntValue(*number),
+                            }),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                status: Some(proto_trace::Status {
+                    code: if ended.failed {
+                        status::StatusCode::Error as i32
+                    } else {
+                        status::StatusCode::Unset as i32
+                    },
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(ProtoResource {
+                    attributes: resource_attributes.attributes.0,
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(proto_common::InstrumentationScope::from((scope, None))),
+                    spans,
+                    schema_url: scope.schema_url().unwrap_or_default().to_string(),
+                }],
+                schema_url: resource_attributes.schema_url.unwrap_or_default(),
+            }],
+        }
     }
 
-    fn context(trace: u128, span: u64, sampled: bool, remote: bool, state: &TraceState) -> SpanContext {
-        let flags = if sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
-        };
-        SpanContext::new(
-            TraceId::from(trace),
-            SpanId::from(span),
-            flags,
-            remote,
-            state.clone(),
-        )
-    }
-
-    fn span(name: &'static str, scope: &InstrumentationScope) -> SpanData {
-        SpanData {
-            span_context: context(7, 9, true, false, &TraceState::default()),
+    #[test]
+    fn a_request_span_is_sent_as_the_otlp_crate_sends_it() {
+        let resource = Resource::builder_empty().with_service_name("gateway").build();
+        let scope = InstrumentationScope::builder("gateway").build();
+        let ended = request_span();
+        // The same span as the SDK's span data, converted by the OTLP crate.
+        let data = SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(ended.trace),
+                SpanId::from(ended.id),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
             parent_span_id: SpanId::INVALID,
             parent_span_is_remote: false,
             span_kind: SpanKind::Server,
-            name: Cow::Borrowed(name),
-            start_time: time(1_700_000_000_000_000_000),
-            end_time: time(1_700_000_000_000_450_000),
-            attributes: vec![KeyValue::new("http.route", "/api/v1/b/{bucket}/{entry}")],
+            name: Cow::Owned(ended.name.clone()),
+            start_time: UNIX_EPOCH + Duration::from_nanos(ended.start),
+            end_time: UNIX_EPOCH + Duration::from_nanos(ended.end),
+            attributes: vec![
+                KeyValue::new("http.route", "/api/v1/b/{bucket}/{entry}"),
+                KeyValue::new("http.response.status_code", 200),
+            ],
             dropped_attributes_count: 0,
             events: SpanEvents::default(),
             links: SpanLinks::default(),
             status: Status::Unset,
             instrumentation_scope: scope.clone(),
-        }
+        };
+        let reference = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(
+                vec![data],
+                &ResourceAttributesWithSchema::from(&resource),
+            ),
+        };
+        assert_eq!(sent(&resource, &scope, &[ended]), reference);
     }
 
     #[test]
-    fn a_request_span_encodes_as_the_otlp_crate_converts_it() {
-        let resource = Resource::builder_empty().with_service_name("gateway").build();
-        let scope = InstrumentationScope::builder("gateway").build();
-        let spans = vec![span("GET /api/v1/b/{bucket}/{entry}", &scope)];
-        assert_eq!(decoded(&resource, &scope, &spans), reference(&resource, &spans));
-    }
-
-    #[test]
-    fn every_field_and_long_values_encode_as_the_otlp_crate_converts_them() {
+    fn every_field_and_long_values_decode_as_written() {
         let resource = Resource::builder_empty()
             .with_schema_url(
-                [KeyValue::new("service.name", "storage-node")],
+                [
+                    KeyValue::new("service.name", "storage-node"),
+                    KeyValue::new("flag", true),
+                    KeyValue::new("ratio", 0.25),
+                    KeyValue::new("numbers", Value::Array(Array::I64(vec![i64::MIN, 0, i64::MAX]))),
+                    KeyValue::new(
+                        "names",
+                        Value::Array(Array::String(vec![StringValue::from(""), "a".into()])),
+                    ),
+                ],
                 "https://example.com/schema",
             )
             .build();
-        let scope = InstrumentationScope::builder("gateway")
+        let scope = InstrumentationScope::builder("storage-node")
             .with_version("1.2.3")
             .with_schema_url("https://example.com/scope")
             .with_attributes([KeyValue::new("scope.flag", true)])
             .build();
-        let state = TraceState::from_key_value([("vendor", "opaque")]).unwrap();
         let long = "x".repeat(20_000);
-
-        let mut full = span("full", &scope);
-        full.span_context = context(u128::MAX, u64::MAX, false, true, &state);
-        full.parent_span_id = SpanId::from(3);
-        full.parent_span_is_remote = true;
-        full.span_kind = SpanKind::Client;
-        full.attributes = vec![
-            KeyValue::new("empty", ""),
-            KeyValue::new("long", long.clone()),
-            KeyValue::new("negative", -1_i64),
-            KeyValue::new("zero", 0_i64),
-            KeyValue::new("false", false),
-            KeyValue::new("ratio", 0.25),
-            KeyValue::new("bools", Value::Array(Array::Bool(vec![true, false]))),
-            KeyValue::new("ints", Value::Array(Array::I64(vec![i64::MIN, 0, i64::MAX]))),
-            KeyValue::new("floats", Value::Array(Array::F64(vec![-0.5, 1e300]))),
-            KeyValue::new(
-                "strings",
-                Value::Array(Array::String(vec![StringValue::from(""), "a".into()])),
-            ),
-            KeyValue::new("none", Value::Array(Array::I64(Vec::new()))),
-        ];
-        full.dropped_attributes_count = 4;
-        full.events.events = vec![
-            Event::new("retry", time(5), vec![KeyValue::new("attempt", 2_i64)], 1),
-            Event::new("", UNIX_EPOCH, Vec::new(), 0),
-        ];
-        full.events.dropped_count = 2;
-        full.links.links = vec![
-            Link::new(
-                context(1, 2, true, true, &state),
-                vec![KeyValue::new("why", "batch")],
-                3,
-            ),
-            Link::new(context(4, 5, false, false, &TraceState::default()), Vec::new(), 0),
-        ];
-        full.links.dropped_count = 1;
-        full.status = Status::error(long);
-
-        let mut ok = span("ok", &scope);
-        ok.status = Status::Ok;
-        ok.span_kind = SpanKind::Internal;
-        let mut before_epoch = span("", &scope);
-        before_epoch.start_time = UNIX_EPOCH - Duration::from_secs(1);
-        before_epoch.span_kind = SpanKind::Producer;
-        let mut consumer = span("consumer", &scope);
-        consumer.span_kind = SpanKind::Consumer;
-        consumer.status = Status::error("");
-
-        let spans = vec![full, ok, before_epoch, consumer];
-        assert_eq!(decoded(&resource, &scope, &spans), reference(&resource, &spans));
+        let full = Ended {
+            trace: u128::MAX,
+            id: u64::MAX,
+            state: "vendor=opaque,other=1".into(),
+            parent: 3,
+            parent_is_remote: true,
+            sampled: false,
+            name: long.clone(),
+            start: 0,
+            end: u64::MAX,
+            attributes: vec![
+                (String::new(), Attribute::Text(String::new())),
+                ("long".into(), Attribute::Text(long.clone())),
+                (long, Attribute::Int(-1)),
+                ("zero".into(), Attribute::Int(0)),
+                ("max".into(), Attribute::Int(i64::MAX)),
+                ("min".into(), Attribute::Int(i64::MIN)),
+                ("unicode".into(), Attribute::Text("żółw 🐢".into())),
+            ],
+            failed: true,
+        };
+        let bare = Ended {
+            name: String::new(),
+            attributes: Vec::new(),
+            ..request_span()
+        };
+        let spans = [full, bare, request_span()];
+        assert_eq!(
+            sent(&resource, &scope, &spans),
+            expected(&resource, &scope, &spans)
+        );
     }
 
     fn text() -> impl Strategy<Value = String> {
@@ -847,93 +970,69 @@ mod tests {
         ]
     }
 
-    fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
+    fn resource_attributes() -> impl Strategy<Value = Vec<KeyValue>> {
         vec(
             (text(), value()).prop_map(|(key, value)| KeyValue::new(key, value)),
             0..6,
         )
     }
 
-    fn arbitrary_span(scope: InstrumentationScope) -> impl Strategy<Value = SpanData> {
-        let kinds = [
-            SpanKind::Internal,
-            SpanKind::Server,
-            SpanKind::Client,
-            SpanKind::Producer,
-            SpanKind::Consumer,
+    fn span_attributes() -> impl Strategy<Value = Vec<(String, Attribute)>> {
+        let attribute = prop_oneof![
+            text().prop_map(Attribute::Text),
+            any::<i64>().prop_map(Attribute::Int)
         ];
-        let ids = (
-            any::<u128>(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<bool>(),
-            any::<bool>(),
-            any::<bool>(),
-        );
-        let times = (any::<u64>(), any::<u64>());
-        let events = vec((text(), any::<u64>(), attributes(), any::<u32>()), 0..3);
-        let links = vec(
-            (
-                any::<u128>(),
-                any::<u64>(),
-                any::<bool>(),
-                attributes(),
-                any::<u32>(),
-            ),
-            0..3,
-        );
-        let status = prop_oneof![
-            Just(Status::Unset),
-            Just(Status::Ok),
-            text().prop_map(Status::error)
-        ];
+        vec((text(), attribute), 0..8)
+    }
+
+    fn arbitrary_span() -> impl Strategy<Value = Ended> {
+        let ids = (any::<u128>(), any::<u64>(), any::<u64>());
+        let flags = (any::<bool>(), any::<bool>(), any::<bool>());
+        let state = prop_oneof![Just(String::new()), "[a-z]{1,8}=[a-z0-9]{1,8}"];
         (
             ids,
-            (0..kinds.len(), text(), times, attributes(), any::<u32>()),
-            (events, any::<u32>(), links, any::<u32>(), status),
+            flags,
+            state,
+            text(),
+            (any::<u64>(), any::<u64>()),
+            span_attributes(),
         )
-            .prop_map(move |(ids, (kind, name, times, attributes, dropped), rest)| {
-                let (trace, id, parent, sampled, remote, parent_remote) = ids;
-                let (events, dropped_events, links, dropped_links, status) = rest;
-                let state = TraceState::default();
-                let mut span = span("", &scope);
-                span.span_context = context(trace, id, sampled, remote, &state);
-                span.parent_span_id = SpanId::from(parent);
-                span.parent_span_is_remote = parent_remote;
-                span.span_kind = kinds[kind].clone();
-                span.name = Cow::Owned(name);
-                span.start_time = time(times.0);
-                span.end_time = time(times.1);
-                span.attributes = attributes;
-                span.dropped_attributes_count = dropped;
-                span.events.events = events
-                    .into_iter()
-                    .map(|(name, at, attributes, dropped)| Event::new(name, time(at), attributes, dropped))
-                    .collect();
-                span.events.dropped_count = dropped_events;
-                span.links.links = links
-                    .into_iter()
-                    .map(|(trace, id, sampled, attributes, dropped)| {
-                        Link::new(context(trace, id, sampled, !sampled, &state), attributes, dropped)
-                    })
-                    .collect();
-                span.links.dropped_count = dropped_links;
-                span.status = status;
-                span
-            })
+            .prop_map(
+                |(
+                    (trace, id, parent),
+                    (parent_is_remote, sampled, failed),
+                    state,
+                    name,
+                    times,
+                    attributes,
+                )| Ended {
+                    trace,
+                    id,
+                    state,
+                    parent,
+                    parent_is_remote,
+                    sampled,
+                    name,
+                    start: times.0,
+                    end: times.1,
+                    attributes,
+                    failed,
+                },
+            )
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
         #[test]
-        fn any_batch_encodes_as_the_otlp_crate_converts_it(
-            spans in vec(arbitrary_span(InstrumentationScope::builder("b").with_version("2").build()), 1..6),
-            resource_attributes in attributes(),
+        fn any_spans_decode_as_written(
+            spans in vec(arbitrary_span(), 1..6),
+            attributes in resource_attributes(),
+            scope_version in text(),
         ) {
-            let resource = Resource::builder_empty().with_attributes(resource_attributes).build();
-            let scope = spans[0].instrumentation_scope.clone();
-            prop_assert_eq!(decoded(&resource, &scope, &spans), reference(&resource, &spans));
+            let resource = Resource::builder_empty().with_attributes(attributes).build();
+            let scope = InstrumentationScope::builder("b").with_version(scope_version).build();
+            prop_assert_eq!(sent(&resource, &scope, &spans), expected(&resource, &scope, &spans));
         }
     }
 
