@@ -455,14 +455,33 @@ impl<S> tower::Layer<S> for GrpcTracing {
 #[derive(Debug, Clone)]
 pub struct GrpcTraced<S>(S);
 
+/// gRPC's status code of a call that is cancelled, as one whose answer is dropped unfinished is.
+const GRPC_CANCELLED: i64 = 1;
+
+/// The `grpc-status` in headers or trailers.
+fn grpc_status(headers: &http::HeaderMap) -> Option<i64> {
+    headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i64>().ok())
+}
+
+/// Ends the span of a gRPC call that ended with `status`.
+fn end_grpc_span(span: ServerSpan, status: i64) {
+    span.end(status != 0, |attributes| {
+        attributes.int(RPC_GRPC_STATUS_CODE, status);
+    });
+}
+
 impl<S, B, R> tower::Service<http::Request<B>> for GrpcTraced<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
+    R: http_body::Body + Unpin,
 {
-    type Response = S::Response;
+    type Response = http::Response<TracedBody<R>>;
     type Error = S::Error;
-    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
         self.0.poll_ready(cx)
@@ -484,22 +503,89 @@ where
         let call = self.0.call(request).instrument(log_span);
         Box::pin(async move {
             let result = span.run(call).await;
-            // An error is answered at once, its status in the headers; a call that succeeds so
-            // far sends its status in the trailers, after this span ends.
-            let status = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.parse::<i64>().ok())
-                    .unwrap_or(0),
-                Err(_) => 2,
-            };
-            span.end(status != 0, |attributes| {
-                attributes.int(RPC_GRPC_STATUS_CODE, status);
-            });
-            result
+            match result {
+                Ok(response) => {
+                    // An error is answered at once, its status in the headers; any other call
+                    // sends its status in the trailers, after the answer, so its span ends there.
+                    if let Some(status) = grpc_status(response.headers()) {
+                        end_grpc_span(span, status);
+                        Ok(response.map(|body| TracedBody { body, span: None }))
+                    } else {
+                        Ok(response.map(|body| TracedBody {
+                            body,
+                            span: Some(span),
+                        }))
+                    }
+                }
+                Err(e) => {
+                    end_grpc_span(span, 2);
+                    Err(e)
+                }
+            }
         })
+    }
+}
+
+/// The answer of a gRPC call traced by [`GrpcTracing`]: it ends the call's span with the status
+/// in its trailers, or as cancelled when it is dropped before them (the caller went away).
+#[derive(Debug)]
+pub struct TracedBody<R> {
+    body: R,
+    /// The call's span, until the trailers.
+    span: Option<ServerSpan>,
+}
+
+impl<R: http_body::Body + Unpin> http_body::Body for TracedBody<R> {
+    type Data = R::Data;
+    type Error = R::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<R::Data>, R::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        let status = match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => frame
+                .trailers_ref()
+                .map(|trailers| grpc_status(trailers).unwrap_or(0)),
+            // The answer broke off: no status reached the caller.
+            std::task::Poll::Ready(Some(Err(_))) => Some(2),
+            // Ended without trailers, which tonic always sends: nothing said it failed.
+            std::task::Poll::Ready(None) => Some(0),
+            std::task::Poll::Pending => None,
+        };
+        if let Some(status) = status
+            && let Some(span) = this.span.take()
+        {
+            end_grpc_span(span, status);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl<R> Drop for TracedBody<R> {
+    fn drop(&mut self) {
+        if let Some(span) = self.span.take() {
+            end_grpc_span(span, GRPC_CANCELLED);
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSpan")
+            .field("trace_id", &self.trace_id)
+            .field("sampled", &self.recording.is_some())
+            .finish()
     }
 }
 
@@ -676,6 +762,79 @@ mod tests {
         spans(
             otlp::sampler(|name| (name == "OTEL_TRACES_SAMPLER").then(|| "always_off".to_string())).unwrap(),
         )
+    }
+
+    /// The frames of a test answer.
+    type Frames = futures::stream::Iter<
+        std::vec::IntoIter<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>,
+    >;
+
+    /// A gRPC answer: a message, then trailers with `status` when given.
+    fn grpc_answer(status: Option<&str>) -> http_body_util::StreamBody<Frames> {
+        let mut frames = vec![Ok(http_body::Frame::data(bytes::Bytes::from_static(b"message")))];
+        if let Some(status) = status {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", status.parse().unwrap());
+            frames.push(Ok(http_body::Frame::trailers(trailers)));
+        }
+        http_body_util::StreamBody::new(futures::stream::iter(frames))
+    }
+
+    fn grpc_status_of(span: &Span) -> Option<i64> {
+        span.attributes
+            .iter()
+            .find(|attribute| attribute.key == RPC_GRPC_STATUS_CODE)
+            .and_then(|attribute| match attribute.value.as_ref()?.value.as_ref()? {
+                any_value::Value::IntValue(code) => Some(*code),
+                _ => None,
+            })
+    }
+
+    #[tokio::test]
+    async fn a_grpc_span_ends_with_the_status_in_the_trailers_or_as_cancelled() {
+        use http_body_util::BodyExt;
+
+        let (spans, kept) = spans(default_sampler());
+        // Answered in full: the status is the trailers'.
+        let span = spans.start("/s/Fails".into(), &http::HeaderMap::new(), |_| {});
+        let body = TracedBody {
+            body: grpc_answer(Some("13")),
+            span: Some(span),
+        };
+        let answer = body.collect().await.unwrap();
+        assert_eq!(grpc_status(answer.trailers().unwrap()), Some(13));
+        // Dropped after the message, before the trailers: the caller went away.
+        let span = spans.start("/s/Streams".into(), &http::HeaderMap::new(), |_| {});
+        let mut body = TracedBody {
+            body: grpc_answer(Some("0")),
+            span: Some(span),
+        };
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        drop(body);
+        // Ended without trailers.
+        let span = spans.start("/s/Ends".into(), &http::HeaderMap::new(), |_| {});
+        let body = TracedBody {
+            body: grpc_answer(None),
+            span: Some(span),
+        };
+        body.collect().await.unwrap();
+
+        let exported = kept.exported(spans);
+        let ended: Vec<(&str, Option<i64>, status::StatusCode)> = exported
+            .iter()
+            .map(|span| {
+                let code = span.status.as_ref().unwrap().code();
+                (span.name.as_str(), grpc_status_of(span), code)
+            })
+            .collect();
+        assert_eq!(
+            ended,
+            vec![
+                ("/s/Fails", Some(13), status::StatusCode::Error),
+                ("/s/Streams", Some(GRPC_CANCELLED), status::StatusCode::Error),
+                ("/s/Ends", Some(0), status::StatusCode::Unset),
+            ]
+        );
     }
 
     #[test]
