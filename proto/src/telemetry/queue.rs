@@ -156,14 +156,26 @@ fn export_until_stopped(shared: &Shared, mut send: impl FnMut(&[u8]) -> Result<(
     let mut bytes = Vec::new();
     let mut ends = Vec::new();
     let mut last_error: Option<(String, Instant)> = None;
-    let mut deadline = Instant::now() + config.schedule_delay;
+    // A delay of zero would have the thread spin, and one of ages overflow the clock; a span
+    // waits a day at most.
+    let delay = config
+        .schedule_delay
+        .clamp(Duration::from_millis(1), Duration::from_secs(24 * 3600));
+    let mut deadline = Instant::now() + delay;
     loop {
         let (dropped, stopping) = {
             let mut pending = shared.lock();
             loop {
                 let now = Instant::now();
-                if pending.stopping || pending.ends.len() >= config.max_export_batch_size || now >= deadline {
+                if pending.stopping || pending.ends.len() >= config.max_export_batch_size {
                     break;
+                }
+                if now >= deadline {
+                    if !pending.ends.is_empty() {
+                        break;
+                    }
+                    // Nothing to send: the delay starts again.
+                    deadline = now + delay;
                 }
                 pending = shared
                     .wake
@@ -175,7 +187,7 @@ fn export_until_stopped(shared: &Shared, mut send: impl FnMut(&[u8]) -> Result<(
             std::mem::swap(&mut pending.ends, &mut ends);
             (std::mem::take(&mut pending.dropped), pending.stopping)
         };
-        deadline = Instant::now() + config.schedule_delay;
+        deadline = Instant::now() + delay;
         if dropped > 0 {
             tracing::warn!(
                 "{dropped} spans were dropped: {} were already waiting for the OTLP collector \
@@ -258,10 +270,15 @@ mod tests {
 
     #[test]
     fn spans_that_do_not_fill_a_batch_go_after_the_delay() {
-        let (queue, batches) = queue(config(1, 10, 5));
-        push(&queue, 0..2);
-        assert_eq!(batches.recv_timeout(PATIENCE).unwrap(), vec![0, 1]);
-        queue.stop(PATIENCE);
+        for delay_ms in [0, 1] {
+            let (queue, batches) = queue(config(delay_ms, 10, 5));
+            push(&queue, 0..2);
+            assert_eq!(batches.recv_timeout(PATIENCE).unwrap(), vec![0, 1]);
+            push(&queue, 2..3);
+            assert_eq!(batches.recv_timeout(PATIENCE).unwrap(), vec![2]);
+            queue.stop(PATIENCE);
+            assert!(batches.try_recv().is_err(), "no empty batch was sent");
+        }
     }
 
     #[test]
@@ -334,6 +351,11 @@ mod tests {
             .unwrap(),
             config(250, 100, 100)
         );
+        // Any delay is taken, without the export thread failing.
+        let (queue, batches) = queue(from(&[("OTEL_BSP_SCHEDULE_DELAY", &u64::MAX.to_string())]).unwrap());
+        push(&queue, 0..1);
+        queue.stop(PATIENCE);
+        assert_eq!(batches.try_recv().unwrap(), vec![0]);
         let error = from(&[("OTEL_BSP_SCHEDULE_DELAY", "5s")]).unwrap_err();
         assert!(error.contains("OTEL_BSP_SCHEDULE_DELAY is '5s'"), "{error}");
         let error = from(&[("OTEL_BSP_MAX_QUEUE_SIZE", "0")]).unwrap_err();
