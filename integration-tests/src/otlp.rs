@@ -95,11 +95,80 @@ impl Receiver {
     /// Serves OTLP/gRPC on `listener` until the runtime ends.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<(), tonic::transport::Error> {
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(self.clone()))
-            .add_service(MetricsServiceServer::new(self))
-            .serve_with_incoming(incoming)
-            .await
+        let mut builder = tonic::transport::Server::builder();
+        let mut router = if self.keep {
+            builder.add_service(TraceServiceServer::new(self.clone()))
+        } else {
+            builder.add_service(CountingTraces(self.count.clone()))
+        };
+        router = router.add_service(MetricsServiceServer::new(self));
+        router.serve_with_incoming(incoming).await
+    }
+}
+
+/// An `ExportTraceServiceRequest` read only as far as its spans, each left as bytes: a
+/// receiver that counts spans does little more than read them, so that it takes as little of
+/// the machine as it can from the server being measured.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CountedRequest {
+    #[prost(message, repeated, tag = "1")]
+    resource_spans: Vec<CountedResourceSpans>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CountedResourceSpans {
+    #[prost(message, repeated, tag = "2")]
+    scope_spans: Vec<CountedScopeSpans>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CountedScopeSpans {
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    spans: Vec<bytes::Bytes>,
+}
+
+/// The trace service of a counting receiver.
+#[derive(Clone)]
+struct CountingTraces(Arc<AtomicU64>);
+
+impl tonic::server::NamedService for CountingTraces {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl tonic::server::UnaryService<CountedRequest> for CountingTraces {
+    type Response = ExportTraceServiceResponse;
+    type Future = futures::future::Ready<Result<tonic::Response<Self::Response>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<CountedRequest>) -> Self::Future {
+        let count: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|resource| &resource.scope_spans)
+            .map(|scope| scope.spans.len())
+            .sum();
+        self.0.fetch_add(count as u64, Ordering::SeqCst);
+        futures::future::ready(Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        })))
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for CountingTraces {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<ExportTraceServiceResponse, CountedRequest>::default();
+            Ok(tonic::server::Grpc::new(codec).unary(service, request).await)
+        })
     }
 }
 
