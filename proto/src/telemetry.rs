@@ -55,10 +55,11 @@ static SPANS: OnceLock<Spans> = OnceLock::new();
 ///
 /// Server spans are simple: one per request, with attributes and a status, and no events, links
 /// or child spans in the process. So they are not made by the SDK's tracer, whose span objects
-/// (shared and locked, each in a context of its own, with attributes as `KeyValue`s) cost about
-/// half again what an exported span costs now: a span's attributes are written as OTLP protobuf
-/// as they are added, and the span is encoded when it ends and queued as bytes ([`queue`]). The
-/// sampler is the SDK's, configured by the standard variables.
+/// are shared and locked, each in a context of its own, with attributes as `KeyValue`s.
+/// Building the SDK's span data directly instead saved about 1.1k instructions a span; writing a
+/// span's attributes as OTLP protobuf as they are added, and encoding the span when it ends to
+/// queue it as bytes ([`queue`]), saves about 3k more. The sampler is the SDK's, configured by
+/// the standard variables.
 struct Spans {
     sampler: Sampler,
     queue: queue::SpanQueue,
