@@ -6,8 +6,8 @@
 //! generated protobuf structs, and letting prost size each nested message once per level of
 //! nesting. Profiled under load, that was three quarters of what tracing a request cost. Here
 //! each span is written as protobuf bytes in one pass when it ends ([`encode_span_field`]), and a
-//! batch is those bytes side by side in an [`Envelope`]; the tests check that they decode to what
-//! the OTLP crate's conversion makes.
+//! batch is those bytes side by side in an [`Envelope`]; the tests decode them with the generated
+//! protobuf types and check them against the OTLP crate's own conversion.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
